@@ -1,0 +1,80 @@
+"""The backend interface: something that runs one job and reports how it ended."""
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    job_id: int
+    uid: int
+    language: str
+    code: str
+    input: str
+    timeout_s: float
+    memory_mb: int
+    cpus: float
+    io_weight: int
+    output_cap: int
+    attempt: int = 1
+
+
+@dataclass
+class RunHooks:
+    """What a backend calls while it runs a job.
+
+    ``started`` must be awaited once the job really runs (the job becomes RUNNING); when
+    it returns False the job was cancelled meanwhile and the backend should stop it.
+    ``output`` may be called with live chunks of stdout/stderr.
+    """
+    started: Callable[[], Awaitable[bool]]
+    output: Callable[[str, str], None]
+
+
+class Retry(Exception):
+    """The infrastructure is not ready (throttled, function updating): try again later.
+
+    Raised only before ``hooks.started`` was called; the job stays WAITING.
+    """
+
+    def __init__(self, reason: str, delay_s: float) -> None:
+        super().__init__(reason)
+        self.delay_s = delay_s
+
+
+class BackendError(Exception):
+    """The backend failed to run the job; it ends ERROR with ``error: "backend: <message>"``."""
+
+
+class BackendUnavailable(Exception):
+    """The backend cannot start at all (e.g. no working sandbox); the message says how to fix it."""
+
+
+class Backend(abc.ABC):
+    name: str = "?"
+
+    @property
+    @abc.abstractmethod
+    def capacity(self) -> int:
+        """How many jobs may run at once."""
+
+    async def start(self) -> None:
+        """Check the backend works; raise BackendUnavailable with a fix otherwise."""
+
+    async def stop(self) -> None:
+        """Stop everything still running (server shutdown)."""
+
+    @abc.abstractmethod
+    async def run(self, spec: JobSpec, hooks: RunHooks) -> dict:
+        """Run one job; return the runner's result dict (stdout, stderr, exit_code, error,
+        duration_ms, truncated). Raise Retry or BackendError as documented above."""
+
+    @abc.abstractmethod
+    async def cancel(self, job_id: int) -> None:
+        """Stop a running job now (its run() then returns whatever it has)."""
+
+    def info(self) -> dict:
+        """A few facts for /healthz."""
+        return {"backend": self.name, "capacity": self.capacity}

@@ -1,0 +1,232 @@
+"""The local backend: every job in its own bubblewrap sandbox, limited by cgroups and rlimits."""
+from __future__ import annotations
+
+import asyncio
+import codecs
+import json
+import logging
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+
+from ..runner import core
+from .base import Backend, BackendError, BackendUnavailable, JobSpec, RunHooks
+from .cgroups import CgroupManager, JobCgroup
+from .sandbox import (
+    GROUP,
+    PASSWD,
+    Sandbox,
+    SandboxUnavailable,
+    as_unprivileged,
+    find_bwrap,
+    interpreter_prefixes,
+    self_test,
+)
+
+log = logging.getLogger("orq.local")
+KILL_GRACE_S = 2.0  # after this, a job that ignored its kill is reported anyway
+
+
+@dataclass
+class _Run:
+    proc: asyncio.subprocess.Process
+    cgroup: JobCgroup | None
+    error: str | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def kill(self, reason: str) -> None:
+        if self.error is None:
+            self.error = reason
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if self.cgroup is not None:
+            self.cgroup.kill_all()
+
+
+def memfd(name: str, data: bytes) -> int:
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+class LocalBackend(Backend):
+    name = "local"
+
+    def __init__(self, config) -> None:
+        self.config = config
+        self.cgroups = CgroupManager()
+        self.sandbox: Sandbox | None = None
+        self._runs: dict[int, _Run] = {}
+        self.prlimit = shutil.which("prlimit", path="/usr/bin:/bin")
+
+    @property
+    def capacity(self) -> int:
+        return self.config.slots
+
+    async def start(self) -> None:
+        try:
+            bwrap = find_bwrap()
+            self.sandbox = Sandbox(bwrap, interpreter_prefixes(self.config.python,
+                                                               self.config.bash),
+                                   self.config.tmp_size_mb)
+            await asyncio.get_running_loop().run_in_executor(
+                None, self_test, self.sandbox, self.config.python)
+        except SandboxUnavailable as exc:
+            raise BackendUnavailable(str(exc)) from exc
+        self.cgroups.detect()
+        if self.prlimit is None:
+            log.warning("prlimit(1) not found (Debian: util-linux); jobs run without rlimits")
+        if self.cgroups.version:
+            self.cgroups.cleanup_stale()
+        log.info("local backend ready: %d slots, cgroup v%s", self.capacity,
+                 self.cgroups.version or " none (rlimits)")
+
+    async def stop(self) -> None:
+        for run in list(self._runs.values()):
+            run.kill(core.INTERRUPTED)
+        for run in list(self._runs.values()):
+            try:
+                await asyncio.wait_for(run.done.wait(), 5)
+            except TimeoutError:
+                pass
+
+    def info(self) -> dict:
+        return {**super().info(), "cgroup": self.cgroups.version, "running": len(self._runs)}
+
+    async def cancel(self, job_id: int) -> None:
+        run = self._runs.get(job_id)
+        if run is not None:
+            run.kill(core.CANCELLED)
+
+    async def run(self, spec: JobSpec, hooks: RunHooks) -> dict:
+        cgroup = self.cgroups.create(f"job-{spec.job_id}-{spec.attempt}", spec.memory_mb,
+                                     spec.cpus, self.config.max_pids, spec.io_weight)
+        try:
+            return await self._run(spec, hooks, cgroup)
+        finally:
+            if cgroup is not None:
+                await asyncio.get_running_loop().run_in_executor(None, cgroup.remove)
+
+    async def _run(self, spec: JobSpec, hooks: RunHooks, cgroup: JobCgroup | None) -> dict:
+        source = "/job/" + core.SOURCE_NAMES[spec.language]
+        fds = {source: memfd("source", spec.code.encode("utf-8", "surrogatepass")),
+               "passwd": memfd("passwd", PASSWD.encode()), "group": memfd("group", GROUP.encode())}
+        info_r, fds["info"] = os.pipe()
+        fds["block"], block_w = os.pipe()
+        argv = (self.sandbox.argv(fds)
+                + rlimit_argv(self.prlimit, spec, self.config, cgroup is not None)
+                + core.job_argv(spec.language, source, self.config.python, self.config.bash))
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, pass_fds=list(fds.values()),
+                start_new_session=True, **as_unprivileged())
+        except OSError as exc:
+            raise BackendError(f"cannot start the sandbox: {exc}") from exc
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+        run = _Run(proc, cgroup)
+        self._runs[spec.job_id] = run
+        try:
+            await self._release(run, spec, info_r, block_w)
+            if not await hooks.started():
+                run.kill(core.CANCELLED)  # cancelled between leaving the queue and starting
+            return await self._supervise(run, spec, hooks)
+        finally:
+            self._runs.pop(spec.job_id, None)
+            run.done.set()
+
+    async def _release(self, run: _Run, spec: JobSpec, info_r: int, block_w: int) -> None:
+        """Put the sandboxed child into its cgroup and rlimits, then let it run the job."""
+        loop = asyncio.get_running_loop()
+        try:
+            info = await loop.run_in_executor(None, _read_info, info_r)
+            child = int(json.loads(info)["child-pid"])
+            if run.cgroup is not None:
+                run.cgroup.add(child)
+            os.write(block_w, b"go")
+        except (OSError, ValueError, KeyError) as exc:
+            run.kill(core.INTERRUPTED)
+            await run.proc.wait()
+            stderr = (await run.proc.stderr.read()).decode(errors="replace").strip()
+            raise BackendError(f"the sandbox did not start: {stderr or exc}") from exc
+        finally:
+            os.close(info_r)
+            os.close(block_w)
+
+    async def _supervise(self, run: _Run, spec: JobSpec, hooks: RunHooks) -> dict:
+        start = time.monotonic()
+        out, err = core.CappedBuffer(spec.output_cap), core.CappedBuffer(spec.output_cap)
+        tasks = [asyncio.ensure_future(_feed(run.proc.stdin, spec.input.encode("utf-8",
+                                                                                "surrogatepass"))),
+                 asyncio.ensure_future(_drain(run, run.proc.stdout, out, "stdout", hooks)),
+                 asyncio.ensure_future(_drain(run, run.proc.stderr, err, "stderr", hooks))]
+        try:
+            await asyncio.wait_for(run.proc.wait(), spec.timeout_s)
+        except TimeoutError:
+            run.kill(core.TIMEOUT)
+        try:
+            await asyncio.wait_for(run.proc.wait(), KILL_GRACE_S)
+            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), KILL_GRACE_S)
+        except TimeoutError:
+            log.warning("job %s: sandbox did not exit after SIGKILL", spec.job_id)
+        for task in tasks:
+            task.cancel()
+        error = run.error
+        if run.cgroup is not None and run.cgroup.oom_killed() and error in (None, core.TIMEOUT):
+            error = core.MEMORY
+        return core.make_result(out, err, run.proc.returncode, time.monotonic() - start, error)
+
+
+def _read_info(fd: int) -> bytes:
+    """bwrap writes one JSON object (with "child-pid") to the info fd, then closes it."""
+    data = b""
+    while chunk := os.read(fd, 4096):
+        data += chunk
+        if data.rstrip().endswith(b"}"):
+            break
+    return data
+
+
+def rlimit_argv(prlimit: str | None, spec: JobSpec, config, with_cgroup: bool) -> list[str]:
+    """A prlimit(1) prefix: rlimits set inside the sandbox, inherited by everything the job
+    starts (the server may lack CAP_SYS_RESOURCE, so it cannot set them from outside).
+    Memory and process counts come from the cgroup where there is one: RLIMIT_NPROC
+    counts every process of the uid, not just this job's."""
+    if prlimit is None:
+        return []
+    limits = {"core": 0, "cpu": int(spec.timeout_s) + 2, "nofile": 256,
+              "fsize": config.tmp_size_mb * 1024 * 1024}
+    if not with_cgroup:
+        limits["as"] = (spec.memory_mb + 64) * 1024 * 1024
+        limits["nproc"] = config.max_pids * config.slots
+    return [prlimit] + [f"--{name}={value}" for name, value in limits.items()] + ["--"]
+
+
+async def _feed(stream: asyncio.StreamWriter, data: bytes) -> None:
+    try:
+        if data:
+            stream.write(data)
+            await stream.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the job did not read all of its input
+    finally:
+        stream.close()
+
+
+async def _drain(run: _Run, stream: asyncio.StreamReader, buf: core.CappedBuffer, name: str,
+                 hooks: RunHooks) -> None:
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    while chunk := await stream.read(65536):
+        kept = buf.add(chunk)
+        if kept:
+            hooks.output(name, decoder.decode(kept))
+        if buf.truncated:
+            run.kill(core.OUTPUT_LIMIT)
+            return

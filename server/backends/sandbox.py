@@ -1,0 +1,116 @@
+"""The bubblewrap command line that isolates one job (or one warm runner)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..runner.core import job_env
+
+NOBODY = 65534
+FIX_HINT = ("install bubblewrap (Debian/Ubuntu: `apt-get install bubblewrap`, or run "
+            "`scripts/deploy.sh local`), or use --backend lambda")
+# /etc entries an interpreter needs; nothing with secrets (no shadow, no ssh, no ssl keys)
+ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime",
+             "nsswitch.conf", "mime.types")
+PASSWD = "root:x:0:0:root:/root:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/tmp:/usr/sbin/nologin\n"
+GROUP = "root:x:0:\nnogroup:x:65534:\n"
+
+
+class SandboxUnavailable(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """Knows which host paths to show a job and how to call bwrap."""
+    bwrap: str
+    extra_ro: tuple[str, ...]  # interpreter prefixes outside /usr
+    tmp_size_mb: int
+
+    def argv(self, fds: dict[str, int], env: dict[str, str] | None = None) -> list[str]:
+        """bwrap options up to (not including) the command.
+
+        ``fds`` may hold ``source`` (a file copied to /job/<name>), ``info`` and
+        ``block`` (used to place the process into its cgroup before it runs) and
+        ``passwd``/``group`` (small files for /etc).
+        """
+        size = str(self.tmp_size_mb * 1024 * 1024)
+        args = [self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns",
+                "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+                "--hostname", "orq", "--clearenv"]
+        for key, value in (env or job_env()).items():
+            args += ["--setenv", key, value]
+        args += _system_binds() + [a for p in self.extra_ro for a in ("--ro-bind", p, p)]
+        args += ["--proc", "/proc", "--dev", "/dev",
+                 "--size", size, "--tmpfs", "/tmp",
+                 "--size", size, "--tmpfs", "/dev/shm",
+                 "--dir", "/job", "--chdir", "/tmp"]
+        for name, dest in (("passwd", "/etc/passwd"), ("group", "/etc/group")):
+            if name in fds:
+                args += ["--ro-bind-data", str(fds[name]), dest]
+        for name, dest in fds.items():
+            if name.startswith("/job/"):
+                args += ["--ro-bind-data", str(dest), name]
+        if "info" in fds:
+            args += ["--info-fd", str(fds["info"])]
+        if "block" in fds:
+            args += ["--block-fd", str(fds["block"])]
+        return args + ["--"]
+
+
+def _system_binds() -> list[str]:
+    args: list[str] = ["--ro-bind", "/usr", "/usr"]
+    for name in ("bin", "sbin", "lib", "lib64", "lib32", "libx32"):
+        path = Path("/" + name)
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(path), "/" + name]
+        elif path.is_dir():
+            args += ["--ro-bind", str(path), "/" + name]
+    for name in ETC_FILES:
+        path = Path("/etc") / name
+        if path.exists():
+            args += ["--ro-bind", str(path), str(path)]
+    return args
+
+
+def interpreter_prefixes(*interpreters: str) -> tuple[str, ...]:
+    """Install prefixes of interpreters that live outside /usr (e.g. a pyenv build)."""
+    prefixes = []
+    for exe in interpreters:
+        real = Path(shutil.which(exe) or exe).resolve()
+        if not str(real).startswith("/usr/") and real.parent.name == "bin":
+            prefixes.append(str(real.parent.parent))
+    return tuple(dict.fromkeys(prefixes))
+
+
+def find_bwrap() -> str:
+    path = shutil.which("bwrap")
+    if not path:
+        raise SandboxUnavailable(f"the local backend needs bubblewrap (bwrap), which is not "
+                                 f"installed: {FIX_HINT}")
+    return path
+
+
+def as_unprivileged() -> dict:
+    """subprocess arguments that drop root to nobody before bwrap starts."""
+    if os.geteuid() != 0:
+        return {}
+    return {"user": NOBODY, "group": NOBODY, "extra_groups": []}
+
+
+def self_test(sandbox: Sandbox, python: str) -> None:
+    """Start one sandbox for real; raise SandboxUnavailable with the reason if it fails."""
+    argv = sandbox.argv({}) + [python, "-c", "import socket,sys; sys.stdout.write('ok')"]
+    try:
+        proc = subprocess.run(argv, check=False, capture_output=True, timeout=30, **as_unprivileged())
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SandboxUnavailable(f"bubblewrap could not start a sandbox ({exc}): {FIX_HINT}")
+    if proc.returncode != 0 or proc.stdout != b"ok":
+        reason = proc.stderr.decode(errors="replace").strip().splitlines()
+        hint = ("; unprivileged user namespaces may be disabled "
+                "(sysctl kernel.unprivileged_userns_clone=1 or user.max_user_namespaces>0)")
+        raise SandboxUnavailable(f"bubblewrap failed a test run: {reason[-1] if reason else proc.returncode}"
+                                 f"{hint}")

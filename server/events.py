@@ -1,0 +1,57 @@
+"""Event bus: publish on the loop, synchronous fan-out to subscribers, a small replay buffer."""
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import time
+from collections.abc import Callable
+
+log = logging.getLogger("orq.events")
+
+Listener = Callable[[dict], None]
+
+
+class EventBus:
+    """Every event gets an increasing ``id``; the last ``replay`` events can be re-read.
+
+    Listeners are plain callables run on the loop; they must not block (a WebSocket
+    listener only appends to its own bounded buffer).
+    """
+
+    def __init__(self, replay: int = 10000) -> None:
+        # ids keep increasing across restarts, so a client's cursor stays meaningful
+        self._ids = itertools.count(time.time_ns() // 1000)
+        self._recent: collections.deque[dict] = collections.deque(maxlen=replay)
+        self._listeners: set[Listener] = set()
+
+    def publish(self, event: dict) -> dict:
+        event = {"id": next(self._ids), **event}
+        self._recent.append(event)
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:  # one broken listener must not stop the others
+                log.exception("event listener failed; removing it")
+                self._listeners.discard(listener)
+        return event
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.add(listener)
+
+    def unsubscribe(self, listener: Listener) -> None:
+        self._listeners.discard(listener)
+
+    def since(self, last_id: int) -> tuple[list[dict], bool]:
+        """Events after ``last_id`` and whether the buffer still reached back that far."""
+        recent = self._recent
+        complete = not recent or recent[0]["id"] <= last_id + 1
+        return [e for e in recent if e["id"] > last_id], complete
+
+    @property
+    def last_id(self) -> int:
+        return self._recent[-1]["id"] if self._recent else 0
+
+    @property
+    def listener_count(self) -> int:
+        return len(self._listeners)

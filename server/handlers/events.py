@@ -1,0 +1,135 @@
+"""GET /ws: live job events, filtered to what the caller may read."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import urllib.parse
+
+import tornado.websocket
+
+from .. import metrics
+from ..auth import AuthError, User
+from .base import ApiError, BaseHandler
+
+log = logging.getLogger("orq.ws")
+MAX_PENDING = 2000  # events buffered for one socket; beyond that it is closed (1013)
+
+
+class EventsHandler(BaseHandler, tornado.websocket.WebSocketHandler):
+    """One socket = one listener on the bus plus a writer task draining its own buffer."""
+
+    def initialize(self, app) -> None:
+        super().initialize(app)
+        self.queue: asyncio.Queue | None = None
+        self.writer: asyncio.Task | None = None
+        self.job_ids: set[int] = set()
+        self.uids: set[int] = set()
+
+    def set_default_headers(self) -> None:
+        pass  # the 101 answer carries no JSON content type
+
+    async def prepare(self) -> None:
+        token = self.get_query_argument("token", None)
+        try:
+            if token:
+                self.user = await self.app.auth.from_token(token)
+            else:
+                await self.authenticate()
+        except AuthError as exc:
+            raise ApiError(exc.status, exc.code, str(exc)) from None
+        self.require_user()
+
+    def check_origin(self, origin: str) -> bool:
+        """Browsers may connect from this server's own origin or a configured one."""
+        parsed = urllib.parse.urlparse(origin)
+        host = self.request.headers.get("X-Forwarded-Host", self.request.host)
+        return parsed.netloc == host or origin in self.app.config.allowed_origins
+
+    def may_see(self, event: dict) -> bool:
+        job = event.get("job")
+        uid = job["uid"] if job else event.get("uid")
+        job_id = job["job_id"] if job else event.get("job_id")
+        if not self.may_read_uid(uid):
+            return False
+        if self.job_ids or self.uids:
+            return job_id in self.job_ids or uid in self.uids
+        return True
+
+    async def open(self) -> None:
+        self.queue = asyncio.Queue(MAX_PENDING)
+        since = self.get_query_argument("since", None)
+        hello = {"type": "hello", "last_id": self.app.bus.last_id,
+                 "user": _describe(self.user), "auth": self.app.config.auth}
+        self.queue.put_nowait(hello)
+        self.app.bus.subscribe(self.on_event)
+        if since is not None and since.isdigit():
+            self.replay(int(since))
+        self.writer = asyncio.ensure_future(self.write_loop())
+        metrics.WS_CLIENTS.inc()
+
+    def replay(self, since: int) -> None:
+        events, complete = self.app.bus.since(since)
+        if not complete:  # the buffer no longer reaches back: the client must re-list
+            self.enqueue({"type": "resync", "last_id": self.app.bus.last_id})
+        for event in events:
+            if event["id"] <= since:
+                continue
+            if self.may_see(event):
+                self.enqueue(event)
+
+    def on_event(self, event: dict) -> None:
+        if self.may_see(event):
+            self.enqueue(event)
+
+    def enqueue(self, event: dict) -> None:
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            log.info("closing a WebSocket that fell %d events behind", MAX_PENDING)
+            self.app.bus.unsubscribe(self.on_event)
+            self.close(1013, "too far behind; reconnect with ?since=<last id>")
+
+    async def write_loop(self) -> None:
+        try:
+            while True:
+                event = await self.queue.get()
+                await self.write_message(json.dumps(_public(event), ensure_ascii=False))
+        except (tornado.websocket.WebSocketClosedError, asyncio.CancelledError):
+            pass
+
+    def on_message(self, message: str | bytes) -> None:
+        try:
+            msg = json.loads(message)
+            sub = msg.get("subscribe") or {}
+            unsub = msg.get("unsubscribe") or {}
+        except (ValueError, AttributeError):
+            self.enqueue({"type": "error", "message": "send JSON like {\"subscribe\": {\"job_id\": 1}}"})
+            return
+        for target, change in ((sub, set.add), (unsub, set.discard)):
+            for key, bucket in (("job_id", self.job_ids), ("uid", self.uids)):
+                value = target.get(key)
+                if isinstance(value, int) and not isinstance(value, bool):
+                    change(bucket, value)
+        if "since" in msg and isinstance(msg["since"], int):
+            self.replay(msg["since"])
+        if sub or unsub:
+            self.enqueue({"type": "subscribed", "job_ids": sorted(self.job_ids),
+                          "uids": sorted(self.uids)})
+
+    def on_close(self) -> None:
+        self.app.bus.unsubscribe(self.on_event)
+        if self.writer is not None:
+            self.writer.cancel()
+            metrics.WS_CLIENTS.dec()
+
+
+def _public(event: dict) -> dict:
+    """Output events carry the uid internally for filtering; clients get the spec's shape."""
+    if event.get("type") == "output":
+        return {k: v for k, v in event.items() if k != "uid"}
+    return event
+
+
+def _describe(user: User | None) -> dict | None:
+    return {"uid": user.uid, "is_admin": user.is_admin} if user else None

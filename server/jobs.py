@@ -1,0 +1,246 @@
+"""The job service: state machine, fair durable queue, scheduling, events."""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from dataclasses import dataclass
+
+from . import metrics, timeutil
+from .backends.base import Backend, BackendError, JobSpec, Retry, RunHooks
+from .config import Config
+from .events import EventBus
+from .runner import core
+from .store import FINAL, JobStore
+
+log = logging.getLogger("orq.jobs")
+MAX_ATTEMPTS = 2  # a job interrupted this many times by a crash ends ERROR "interrupted"
+
+
+class JobError(Exception):
+    """A request the job service refuses; ``code`` and ``status`` map onto the HTTP error."""
+
+    def __init__(self, status: int, code: str, message: str, retry_after: int | None = None):
+        super().__init__(message)
+        self.status, self.code, self.retry_after = status, code, retry_after
+
+
+@dataclass(frozen=True)
+class Limits:
+    timeout_s: float
+    memory_mb: int
+    cpus: float
+    io_weight: int
+
+    def as_dict(self) -> dict:
+        return {"timeout_s": self.timeout_s, "memory_mb": self.memory_mb, "cpus": self.cpus,
+                "io_weight": self.io_weight}
+
+
+def resolve_limits(config: Config, timeout=None, memory_mb=None, cpus=None,
+                   io_weight=None) -> Limits:
+    """The limits a job asked for, checked against the server's maxima; None means default."""
+    def pick(value, default, low, high, name):
+        if value is None:
+            return default
+        if not low <= value <= high:
+            raise JobError(400, "invalid_limit", f"{name} must be between {low} and {high}")
+        return value
+    return Limits(
+        timeout_s=float(pick(timeout, config.timeout_s, 0.1, config.max_timeout_s, "timeout")),
+        memory_mb=int(pick(memory_mb, config.memory_mb, 16, config.max_memory_mb, "memory_mb")),
+        cpus=float(pick(cpus, config.cpus, 0.05, config.max_cpus, "cpus")),
+        io_weight=int(pick(io_weight, config.io_weight, 10, 1000, "io_weight")))
+
+
+class FairQueue:
+    """Waiting job ids, round-robin across users: one user's backlog never starves another."""
+
+    def __init__(self) -> None:
+        self._by_uid: collections.OrderedDict[int, collections.deque[int]] = \
+            collections.OrderedDict()
+        self._len = 0
+
+    def push(self, uid: int, job_id: int, front: bool = False) -> None:
+        queue = self._by_uid.setdefault(uid, collections.deque())
+        queue.appendleft(job_id) if front else queue.append(job_id)
+        self._len += 1
+
+    def pop(self) -> tuple[int, int] | None:
+        if not self._by_uid:
+            return None
+        uid, queue = next(iter(self._by_uid.items()))
+        job_id = queue.popleft()
+        self._len -= 1
+        if queue:
+            self._by_uid.move_to_end(uid)
+        else:
+            del self._by_uid[uid]
+        return uid, job_id
+
+    def remove(self, uid: int, job_id: int) -> bool:
+        queue = self._by_uid.get(uid)
+        if not queue or job_id not in queue:
+            return False
+        queue.remove(job_id)
+        self._len -= 1
+        if not queue:
+            del self._by_uid[uid]
+        return True
+
+    def __len__(self) -> int:
+        return self._len
+
+
+class JobService:
+    def __init__(self, config: Config, store: JobStore, bus: EventBus, backend: Backend) -> None:
+        self.config, self.store, self.bus, self.backend = config, store, bus, backend
+        self.queue = FairQueue()
+        self.running: dict[int, asyncio.Task] = {}
+        self.unfinished: collections.Counter[int] = collections.Counter()  # per uid
+        self._delayed: set[asyncio.TimerHandle] = set()
+        self._closing = False
+
+    # -- start / stop ---------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Requeue what a previous run left unfinished (SPEC section 1: never lost)."""
+        for job_id, uid, status, attempts in await self.store.unfinished():
+            if status == "RUNNING" and attempts >= MAX_ATTEMPTS:
+                await self._finish(job_id, "ERROR", {"error": core.INTERRUPTED})
+                continue
+            if status == "RUNNING":
+                await self.store.requeue(job_id)
+                log.info("job %d was interrupted by a restart; running it again", job_id)
+            self.queue.push(uid, job_id)
+            self.unfinished[uid] += 1
+        metrics.set_queue(len(self.queue), 0)
+        self._schedule()
+
+    async def close(self) -> None:
+        self._closing = True
+        for handle in self._delayed:
+            handle.cancel()
+        await self.backend.stop()
+        if self.running:
+            await asyncio.wait(list(self.running.values()), timeout=10)
+
+    # -- requests -------------------------------------------------------------------
+
+    async def submit(self, uid: int, code: str, input_text: str, language: str,
+                     limits: Limits) -> int:
+        if self.unfinished[uid] >= self.config.max_unfinished_per_user:
+            raise JobError(429, "quota_exceeded",
+                           f"user {uid} already has {self.unfinished[uid]} unfinished jobs "
+                           f"(the limit is {self.config.max_unfinished_per_user}); "
+                           "wait for some to finish", retry_after=5)
+        job_id = await self.store.insert(uid, language, code, input_text, limits.as_dict(),
+                                         timeutil.now())
+        self.unfinished[uid] += 1
+        self.queue.push(uid, job_id)
+        metrics.JOBS_SUBMITTED.inc()
+        await self._publish(job_id)
+        self._schedule()
+        return job_id
+
+    async def cancel(self, job: dict) -> dict:
+        if job["status"] in FINAL:
+            raise JobError(409, "already_final", f"job {job['job_id']} is already {job['status']}")
+        self.queue.remove(job["uid"], job["job_id"])
+        fields = {"error": core.CANCELLED, "finished_at": timeutil.now()}
+        if await self._finish(job["job_id"], "CANCELLED", fields):
+            await self.backend.cancel(job["job_id"])
+        return await self.store.get(job["job_id"])
+
+    async def purge(self, job: dict) -> None:
+        if job["status"] not in FINAL:
+            raise JobError(409, "not_final", f"job {job['job_id']} is {job['status']}; "
+                           "cancel it before purging")
+        await self.store.purge(job["job_id"])
+
+    def counts(self) -> dict[str, int]:
+        return {"waiting": len(self.queue) + self._waiting_delayed(), "running": len(self.running)}
+
+    def _waiting_delayed(self) -> int:
+        return len(self._delayed)
+
+    # -- scheduling -----------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        while not self._closing and len(self.running) < self.backend.capacity:
+            nxt = self.queue.pop()
+            if nxt is None:
+                break
+            uid, job_id = nxt
+            task = asyncio.ensure_future(self._run(uid, job_id))
+            self.running[job_id] = task
+            task.add_done_callback(lambda _t, j=job_id: self._ran(j))
+        metrics.set_queue(len(self.queue), len(self.running))
+
+    def _ran(self, job_id: int) -> None:
+        self.running.pop(job_id, None)
+        self._schedule()
+
+    def _requeue_later(self, uid: int, job_id: int, delay_s: float) -> None:
+        def again() -> None:
+            self._delayed.discard(handle)
+            self.queue.push(uid, job_id, front=True)
+            self._schedule()
+        handle = asyncio.get_running_loop().call_later(delay_s, again)
+        self._delayed.add(handle)
+
+    async def _run(self, uid: int, job_id: int) -> None:
+        try:
+            await self._run_once(uid, job_id)
+        except Exception:
+            log.exception("job %d: unexpected failure", job_id)
+            await self._finish(job_id, "ERROR", {"error": "backend: internal error"})
+
+    async def _run_once(self, uid: int, job_id: int) -> None:
+        job = await self.store.get(job_id, with_source=True)
+        if job is None or job["status"] != "WAITING":
+            return  # cancelled or purged while it waited
+        spec = JobSpec(job_id=job_id, uid=uid, language=job["language"], code=job["code"],
+                       input=job["input"], output_cap=self.config.output_cap,
+                       attempt=job["attempts"] + 1, **job["limits"])
+        hooks = RunHooks(started=lambda: self._started(job_id),
+                         output=lambda stream, data: self.bus.publish(
+                             {"type": "output", "job_id": job_id, "uid": uid,
+                              "stream": stream, "data": data}))
+        try:
+            result = await self.backend.run(spec, hooks)
+        except Retry as exc:
+            log.info("job %d waits: %s (retry in %.1fs)", job_id, exc, exc.delay_s)
+            self._requeue_later(uid, job_id, exc.delay_s)
+            return
+        except BackendError as exc:
+            result = {"error": f"backend: {exc}"}
+        if self._closing:
+            return  # shutting down: left RUNNING, so a restart runs it again
+        status = "DONE" if result.get("exit_code") == 0 and not result.get("error") else "ERROR"
+        if result.get("error") == core.CANCELLED:
+            return  # cancel() already made it final
+        fields = {**result, "result": result.get("stdout", ""), "finished_at": timeutil.now()}
+        await self._finish(job_id, status, fields)
+
+    async def _started(self, job_id: int) -> bool:
+        if not await self.store.mark_running(job_id, timeutil.now()):
+            return False
+        await self._publish(job_id)
+        return True
+
+    async def _finish(self, job_id: int, status: str, fields: dict) -> bool:
+        fields.setdefault("finished_at", timeutil.now())
+        changed = await self.store.finish(job_id, status, fields)
+        if changed:
+            job = await self._publish(job_id)
+            self.unfinished[job["uid"]] -= 1
+            if self.unfinished[job["uid"]] <= 0:
+                del self.unfinished[job["uid"]]
+            metrics.job_finished(job)
+        return changed
+
+    async def _publish(self, job_id: int) -> dict:
+        job = await self.store.get(job_id)
+        self.bus.publish({"type": "job", "job": job})
+        return job

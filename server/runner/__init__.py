@@ -1,0 +1,1 @@
+"""Stdlib-only code that runs one job (shared by the local backend and the Lambda zip)."""

@@ -1,0 +1,111 @@
+"""JobStore: the only code that reads and writes the jobs table."""
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from .db import Database
+
+FINAL = ("DONE", "ERROR", "CANCELLED")
+UNFINISHED = ("WAITING", "RUNNING")
+STATUSES = UNFINISHED + FINAL
+
+# what every job object carries; code and input only where one job is read
+_SUMMARY = ("job_id, uid, status, language, exit_code, error, created_at, started_at,"
+            " finished_at, duration_ms, limits, truncated, attempts, result, stderr")
+
+
+def row_to_job(row: sqlite3.Row) -> dict[str, Any]:
+    job = dict(row)
+    job["limits"] = json.loads(job["limits"])
+    job["truncated"] = bool(job["truncated"])
+    return job
+
+
+class JobStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def insert(self, uid: int, language: str, code: str, input_text: str,
+                     limits: dict, created_at: str) -> int:
+        return await self.db.execute(
+            "INSERT INTO jobs (uid, status, language, created_at, limits, code, input)"
+            " VALUES (?, 'WAITING', ?, ?, ?, ?, ?)",
+            (uid, language, created_at, json.dumps(limits), code, input_text))
+
+    async def get(self, job_id: int, with_source: bool = False) -> dict | None:
+        cols = _SUMMARY + (", code, input" if with_source else "")
+        row = await self.db.fetchone(f"SELECT {cols} FROM jobs WHERE job_id = ?", (job_id,))
+        return row_to_job(row) if row else None
+
+    async def list(self, uid: int | None = None, status: str | None = None,
+                   limit: int = 1000, before: int | None = None) -> list[dict]:
+        """Newest first; each filter maps onto an index (see tests/test_store.py)."""
+        sql, params = self._list_query(uid, status, limit, before)
+        return [row_to_job(r) for r in await self.db.fetchall(sql, params)]
+
+    @staticmethod
+    def _list_query(uid, status, limit, before) -> tuple[str, list]:
+        where, params = [], []
+        if uid is not None:
+            where.append("uid = ?")
+            params.append(uid)
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if before is not None:
+            where.append("job_id < ?")
+            params.append(before)
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        params.append(limit)
+        return f"SELECT {_SUMMARY} FROM jobs{clause} ORDER BY job_id DESC LIMIT ?", params
+
+    async def mark_running(self, job_id: int, started_at: str) -> bool:
+        async with self.db.transaction() as conn:
+            cur = await conn.execute(
+                "UPDATE jobs SET status = 'RUNNING', started_at = ?, attempts = attempts + 1"
+                " WHERE job_id = ? AND status = 'WAITING'", (started_at, job_id))
+            return cur.rowcount == 1
+
+    async def finish(self, job_id: int, status: str, fields: dict) -> bool:
+        """Make an unfinished job final; a job already final is never touched again."""
+        names = ("result", "stderr", "exit_code", "error", "duration_ms", "truncated",
+                 "finished_at")
+        sets = ", ".join(f"{n} = ?" for n in names)
+        values = [fields.get(n) for n in names]
+        values[names.index("result")] = values[names.index("result")] or ""
+        values[names.index("stderr")] = values[names.index("stderr")] or ""
+        values[names.index("truncated")] = int(bool(values[names.index("truncated")]))
+        async with self.db.transaction() as conn:
+            cur = await conn.execute(
+                f"UPDATE jobs SET status = ?, {sets} WHERE job_id = ?"
+                " AND status IN ('WAITING', 'RUNNING')", (status, *values, job_id))
+            return cur.rowcount == 1
+
+    async def requeue(self, job_id: int) -> None:
+        """Back to WAITING after a server crash interrupted its run."""
+        await self.db.execute(
+            "UPDATE jobs SET status = 'WAITING', started_at = NULL WHERE job_id = ?"
+            " AND status = 'RUNNING'", (job_id,))
+
+    async def purge(self, job_id: int) -> bool:
+        async with self.db.transaction() as conn:
+            cur = await conn.execute(
+                "DELETE FROM jobs WHERE job_id = ? AND status IN ('DONE', 'ERROR', 'CANCELLED')",
+                (job_id,))
+            return cur.rowcount == 1
+
+    async def unfinished(self) -> list[tuple[int, int, str, int]]:
+        """(job_id, uid, status, attempts) of every WAITING or RUNNING job, oldest first."""
+        rows = await self.db.fetchall(
+            "SELECT job_id, uid, status, attempts FROM jobs"
+            " WHERE status IN ('WAITING', 'RUNNING') ORDER BY job_id")
+        return [tuple(r) for r in rows]
+
+    async def status_counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATUSES, 0)
+        for status in STATUSES:
+            row = await self.db.fetchone("SELECT count(*) FROM jobs WHERE status = ?", (status,))
+            counts[status] = row[0]
+        return counts

@@ -54,6 +54,9 @@ class Sandbox:
         for name, dest in fds.items():
             if name.startswith("/job/"):
                 args += ["--ro-bind-data", str(dest), name]
+        # the root is bwrap's own tmpfs: without this a job could write /etc, /job or /
+        # (uncapped, unlike /tmp); the /tmp and /dev/shm mounts stay writable
+        args += ["--remount-ro", "/"]
         if "info" in fds:
             args += ["--info-fd", str(fds["info"])]
         if "block" in fds:
@@ -94,11 +97,16 @@ def find_bwrap() -> str:
     return path
 
 
+# the environment bwrap itself runs with: bwrap's pid 1 inside the sandbox keeps it, and a
+# job can read /proc/1/environ (same uid), so the server's variables must never reach it
+LAUNCH_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+
+
 def as_unprivileged() -> dict:
-    """subprocess arguments that drop root to nobody before bwrap starts."""
+    """subprocess arguments that start bwrap as nobody, with none of the server's environment."""
     if os.geteuid() != 0:
-        return {}
-    return {"user": NOBODY, "group": NOBODY, "extra_groups": []}
+        return {"env": dict(LAUNCH_ENV)}
+    return {"user": NOBODY, "group": NOBODY, "extra_groups": [], "env": dict(LAUNCH_ENV)}
 
 
 def self_test(sandbox: Sandbox, python: str) -> None:

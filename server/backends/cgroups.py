@@ -87,8 +87,11 @@ class JobCgroup:
 class CgroupManager:
     """Creates per-job cgroups under ``<root>/orq``; ``version`` is 1, 2 or None (unavailable)."""
 
-    def __init__(self, root: Path = ROOT) -> None:
+    def __init__(self, root: Path = ROOT, instance: str = "default") -> None:
+        """``instance`` names this server's subtree (orq/<instance>), so several servers on
+        one host never touch each other's jobs, and a restarted one finds its own leftovers."""
         self.root = root
+        self.instance = instance
         self.version: int | None = None
         self.controllers: dict[str, Path] = {}
         self.reason = ""
@@ -107,9 +110,9 @@ class CgroupManager:
 
     def _setup_v1(self) -> None:
         for ctrl in ("memory", "pids", "cpu", "blkio"):
-            parent = self.root / ctrl / PARENT
+            parent = self.root / ctrl / PARENT / self.instance
             try:
-                parent.mkdir(exist_ok=True)
+                parent.mkdir(parents=True, exist_ok=True)
                 self.controllers[ctrl] = parent
             except OSError as exc:
                 if ctrl in ("memory", "pids"):
@@ -119,13 +122,13 @@ class CgroupManager:
         self.version = 1
 
     def _setup_v2(self) -> None:
-        parent = self.root / PARENT
+        top, parent = self.root / PARENT, self.root / PARENT / self.instance
         try:
             available = (self.root / "cgroup.controllers").read_text().split()
             wanted = [c for c in ("memory", "pids", "cpu", "io") if c in available]
-            parent.mkdir(exist_ok=True)
-            (self.root / "cgroup.subtree_control").write_text(" ".join("+" + c for c in wanted))
-            (parent / "cgroup.subtree_control").write_text(" ".join("+" + c for c in wanted))
+            parent.mkdir(parents=True, exist_ok=True)
+            for level in (self.root, top, parent):
+                (level / "cgroup.subtree_control").write_text(" ".join("+" + c for c in wanted))
         except OSError as exc:
             self.reason = f"cannot delegate controllers under {parent}: {exc.strerror}"
             return

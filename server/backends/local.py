@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import hashlib
 import json
 import logging
 import os
@@ -10,6 +11,7 @@ import shutil
 import signal
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..runner import core
 from .base import Backend, BackendError, BackendUnavailable, JobSpec, RunHooks
@@ -47,6 +49,11 @@ class _Run:
             self.cgroup.kill_all()
 
 
+def instance_name(data_dir) -> str:
+    """A stable name per data dir: this server's cgroups live under orq/<name>."""
+    return "srv-" + hashlib.sha1(str(Path(data_dir).resolve()).encode()).hexdigest()[:12]
+
+
 def memfd(name: str, data: bytes) -> int:
     fd = os.memfd_create(name, os.MFD_CLOEXEC)
     os.write(fd, data)
@@ -59,7 +66,7 @@ class LocalBackend(Backend):
 
     def __init__(self, config) -> None:
         self.config = config
-        self.cgroups = CgroupManager()
+        self.cgroups = CgroupManager(instance=instance_name(config.data_dir))
         self.sandbox: Sandbox | None = None
         self._runs: dict[int, _Run] = {}
         self.prlimit = shutil.which("prlimit", path="/usr/bin:/bin")

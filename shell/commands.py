@@ -1,0 +1,261 @@
+"""The `orq` commands (also the shell's): each one a small function in the registry."""
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from pathlib import Path
+
+from . import output
+from .client import EXIT_AUTH, EXIT_JOB_FAILED, FINAL, OrqError
+from .registry import Context, UsageError, arg, command
+from .waiting import follow_job, run_async, wait_with_spinner, watch_events
+
+STATUSES = ("WAITING", "RUNNING", "DONE", "ERROR", "CANCELLED")
+UID = arg("--uid", type=int, help="user id (default: the logged-in user)")
+PASSWORD_STDIN = arg("--password-stdin", action="store_true",
+                     help="read the password from the first line of stdin")
+
+
+def read_password(args: argparse.Namespace, ctx: Context, confirm: bool = False) -> str:
+    """--password-stdin, then $ORQ_PASSWORD, then a prompt on a terminal."""
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif os.environ.get("ORQ_PASSWORD"):
+        password = os.environ["ORQ_PASSWORD"]
+    elif ctx.ask_password is not None:
+        password = ctx.ask_password("Password: ")
+    elif sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if confirm and getpass.getpass("Repeat password: ") != password:
+            raise UsageError("the passwords do not match")
+    else:
+        raise UsageError("no password: use --password-stdin or set ORQ_PASSWORD")
+    if not password:
+        raise UsageError("the password is empty")
+    return password
+
+
+def pick_uid(args: argparse.Namespace, ctx: Context, what: str) -> int:
+    uid = args.uid if args.uid is not None else ctx.profile.get("uid")
+    if uid is None:
+        raise UsageError(f"{what} needs a user id: pass --uid N")
+    return int(uid)
+
+
+def save_login(ctx: Context, answer: dict) -> None:
+    ctx.config.remember(ctx.server, uid=answer["uid"], token=answer["token"],
+                        expires_at=answer.get("expires_at"), is_admin=answer.get("is_admin"))
+    ctx.config.save()
+    if ctx.on_auth_change:
+        ctx.on_auth_change()
+
+
+@command("register", "create a user on the server, then log in", UID, PASSWORD_STDIN)
+def register(args: argparse.Namespace, ctx: Context) -> int:
+    uid = pick_uid(args, ctx, "register")
+    password = read_password(args, ctx, confirm=True)
+    client = ctx.client()
+    client.register(uid, password)
+    save_login(ctx, client.login(uid, password))
+    ctx.warn(f"registered uid {uid} on {ctx.server} and logged in")
+    return 0
+
+
+@command("login", "get a token and keep it (never the password)", UID, PASSWORD_STDIN)
+def login(args: argparse.Namespace, ctx: Context) -> int:
+    uid = pick_uid(args, ctx, "login")
+    answer = ctx.client().login(uid, read_password(args, ctx))
+    save_login(ctx, answer)
+    ctx.warn(f"logged in to {ctx.server} as uid {uid} (token expires {answer['expires_at']})")
+    return 0
+
+
+@command("logout", "revoke the saved token and forget it")
+def logout(args: argparse.Namespace, ctx: Context) -> int:
+    client = ctx.client()
+    if not client.token:
+        ctx.warn(f"not logged in to {ctx.server}")
+        return 0
+    try:
+        client.logout()
+    except OrqError as err:
+        if err.exit_code != EXIT_AUTH:  # an expired token is as good as revoked
+            raise
+    ctx.config.forget_token(ctx.server)
+    ctx.config.save()
+    if ctx.on_auth_change:
+        ctx.on_auth_change()
+    ctx.warn(f"logged out of {ctx.server}")
+    return 0
+
+
+def read_source(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError(f"cannot read {path}: {getattr(err, 'strerror', None) or err}") from None
+
+
+def guess_language(path: str | None, code: str) -> str:
+    if (path or "").endswith((".sh", ".bash")) or code.startswith(("#!/bin/bash", "#!/bin/sh",
+                                                                    "#!/usr/bin/env bash")):
+        return "bash"
+    return "python"
+
+
+def job_request(args: argparse.Namespace, ctx: Context, code: str) -> dict:
+    if args.input is not None and args.input_file is not None:
+        raise UsageError("use --input or --input-file, not both")
+    if args.input_file == "-" and args.file == "-":
+        raise UsageError("stdin cannot be both the code and the input")
+    text = args.input if args.input is not None else (
+        read_source(args.input_file) if args.input_file is not None else "")
+    uid = args.uid if args.uid is not None else ctx.profile.get("uid", 0)
+    body = {"uid": uid, "code": code, "input": text,
+            "language": args.language or guess_language(args.file, code)}
+    if args.timeout is not None:
+        body["timeout"] = args.timeout
+    return body
+
+
+SUBMIT_ARGS = (
+    arg("file", metavar="FILE", nargs="?", default=None,
+        help="script to run, or - for stdin (in the shell: omit it to type the code)"),
+    arg("--input", "-i", default=None, help="text for the script's stdin"),
+    arg("--input-file", default=None, metavar="F", help="file for the script's stdin"),
+    arg("--language", "-l", choices=("python", "bash"), default=None,
+        help="python (default) or bash (guessed from a .sh name or #! line)"),
+    arg("--timeout", type=float, default=None, help="seconds before the job is killed"),
+    arg("--wait", "-w", action="store_true", help="wait and print the job's output"),
+    UID,
+)
+
+
+@command("submit", "submit a script (FILE or - for stdin)", *SUBMIT_ARGS, data=True)
+def submit(args: argparse.Namespace, ctx: Context, code: str | None = None) -> int:
+    if code is None:
+        if args.file is None:
+            raise UsageError("submit needs a FILE (or - to read the code from stdin)")
+        code = read_source(args.file)
+    client = ctx.client()
+    job_id = client.submit(job_request(args, ctx, code))["job_id"]
+    if not args.wait:
+        if ctx.output == "json":
+            ctx.print(output.to_json({"job_id": job_id}))
+        else:
+            ctx.print(f"job {job_id} submitted")
+        return 0
+    if ctx.output != "json" and ctx.interactive:
+        ctx.print(f"job {job_id} submitted; waiting")
+    return finish_wait(ctx, job_id, show_output=True)
+
+
+def finish_wait(ctx: Context, job_id: int, show_output: bool) -> int:
+    spinner = not ctx.interactive and sys.stderr.isatty()
+    job = run_async(wait_with_spinner(ctx.client(), job_id, spinner), ctx.cancel)
+    if ctx.output == "json":
+        ctx.print(output.to_json(job))
+    elif show_output:
+        print_logs(ctx, job)
+        if job["status"] != "DONE":
+            ctx.warn(output.job_status_line(job))
+    else:
+        ctx.print(output.job_status_line(job))
+    return 0 if job["status"] == "DONE" else EXIT_JOB_FAILED
+
+
+def print_logs(ctx: Context, job: dict) -> None:
+    ctx.out.write(job.get("result") or "")
+    ctx.out.flush()
+    if job.get("stderr"):
+        ctx.err.write(job["stderr"])
+        ctx.err.flush()
+
+
+@command("get jobs", "list jobs, newest first", UID,
+         arg("--status", type=str.upper, choices=STATUSES, default=None),
+         arg("--limit", type=int, default=50, help="at most this many (default 50)"), data=True)
+def get_jobs(args: argparse.Namespace, ctx: Context) -> int:
+    jobs = ctx.client().jobs(uid=args.uid, status=args.status, limit=args.limit)
+    ctx.print(output.to_json(jobs) if ctx.output == "json" else output.jobs_table(jobs))
+    return 0
+
+
+JOB_ID = arg("job_id", type=int, metavar="ID")
+
+
+@command("get job", "show one job (code, input, output, timings)", JOB_ID, data=True)
+def get_job(args: argparse.Namespace, ctx: Context) -> int:
+    job = ctx.client().job(args.job_id)
+    ctx.print(output.to_json(job) if ctx.output == "json" else output.job_detail(job))
+    return 0
+
+
+@command("logs", "print a job's stdout (stderr to stderr)", JOB_ID,
+         arg("-f", "--follow", action="store_true", help="stream live output until the end"))
+def logs(args: argparse.Namespace, ctx: Context) -> int:
+    client = ctx.client()
+    if not args.follow:
+        print_logs(ctx, client.job(args.job_id))
+        return 0
+    streamed = {"stdout": "", "stderr": ""}
+
+    def on_output(stream: str, data: str) -> None:
+        streamed[stream] += data
+        target = ctx.err if stream == "stderr" else ctx.out
+        target.write(data)
+        target.flush()
+    job = run_async(follow_job(client, args.job_id, on_output=on_output), ctx.cancel)
+    # whatever the live stream did not carry (it started late, or the backend cannot stream)
+    for key, stream, target in (("result", "stdout", ctx.out), ("stderr", "stderr", ctx.err)):
+        full = job.get(key) or ""
+        if full.startswith(streamed[stream]):
+            target.write(full[len(streamed[stream]):])
+            target.flush()
+    return 0
+
+
+@command("cancel", "cancel a waiting or running job", JOB_ID, data=True)
+def cancel(args: argparse.Namespace, ctx: Context) -> int:
+    job = ctx.client().cancel(args.job_id)
+    ctx.print(output.to_json(job) if ctx.output == "json" else output.job_status_line(job))
+    return 0
+
+
+@command("wait", "wait until a job is final (exit 1 if it ended ERROR/CANCELLED)", JOB_ID,
+         data=True)
+def wait(args: argparse.Namespace, ctx: Context) -> int:
+    return finish_wait(ctx, args.job_id, show_output=False)
+
+
+@command("watch", "print live events, one line each (Ctrl+C to stop)",
+         arg("--job", type=int, default=None, metavar="ID", help="only this job"),
+         arg("--uid", type=int, default=None, help="only this user's jobs"), data=True)
+def watch(args: argparse.Namespace, ctx: Context) -> int:
+    subscribe = {k: v for k, v in (("job_id", args.job), ("uid", args.uid)) if v is not None}
+
+    def emit(event: dict) -> None:
+        if event.get("type") == "job" and subscribe.get("job_id") not in (
+                None, event["job"].get("job_id")):
+            return
+        if ctx.output == "json":
+            ctx.print(output.json.dumps(event, ensure_ascii=False))
+        elif (line := output.event_line(event)) is not None:
+            ctx.print(line)
+    run_async(watch_events(ctx.client(), subscribe or None, emit), ctx.cancel)
+    return 0
+
+
+@command("shell", "the interactive shell (completion, history, live job updates)")
+def shell(args: argparse.Namespace, ctx: Context) -> int:
+    if ctx.interactive:
+        raise UsageError("you are already in the shell")
+    from .repl import run_shell
+    return run_shell(ctx)
+
+
+__all__ = ["FINAL", "submit"]

@@ -7,7 +7,7 @@ import urllib.parse
 from ..jobs import resolve_limits
 from ..runner.core import LANGUAGES
 from ..store import FINAL, STATUSES
-from .base import ApiError, BaseHandler, parse_int
+from .base import MAX_INT, ApiError, BaseHandler, parse_int
 
 MAX_CODE = 256 * 1024
 MAX_INPUT = 1024 * 1024
@@ -28,7 +28,7 @@ def _typed(body: dict, name: str, kinds: tuple, required: bool = False, what: st
 
 def parse_job_request(body: dict, config) -> dict:
     uid = _typed(body, "uid", (int,), True, "an integer >= 0")
-    if uid < 0:
+    if not 0 <= uid <= MAX_INT:
         raise ApiError(400, "invalid_field", "'uid' must be an integer >= 0")
     code = _typed(body, "code", (str,), True, "a string")
     input_text = _typed(body, "input", (str,), False, "a string") or ""
@@ -129,6 +129,7 @@ class JobsHandler(JobListMixin, BaseHandler):
 
 class JobHandler(BaseHandler):
     async def _job(self, job_id: str) -> dict:
+        self.require_user()  # anonymous callers learn nothing, not even whether it exists
         job = await self.app.store.get(parse_int(job_id, "job_id"), with_source=True)
         if job is None:
             raise ApiError(404, "job_not_found", f"there is no job {job_id}")

@@ -107,6 +107,8 @@ def event_line(event: dict) -> str | None:
     if kind == "job":
         return job_status_line(event["job"])
     if kind == "output":
+        if not event.get("data", "").strip():
+            return None
         data = event.get("data", "").rstrip("\n").replace("\n", "\\n")
         return f"job {event.get('job_id')} {event.get('stream')}: {data}"
     if kind == "connection":

@@ -5,7 +5,7 @@ import argparse
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 from .client import EXIT_USAGE, ApiClient, OrqError
@@ -47,8 +47,8 @@ class Context:
     server_flag: str | None = None
     output: str = "table"
     interactive: bool = False  # inside `orq shell`
-    out: TextIO = field(default_factory=lambda: sys.stdout)
-    err: TextIO = field(default_factory=lambda: sys.stderr)
+    stdout: TextIO | None = None  # None: whatever sys.stdout is now (the shell patches it)
+    stderr: TextIO | None = None
     ask_password: Callable[[str], str] | None = None
     cancel: threading.Event | None = None
     on_auth_change: Callable[[], None] | None = None
@@ -63,6 +63,14 @@ class Context:
 
     def client(self) -> ApiClient:
         return ApiClient(self.server, self.profile.get("token"))
+
+    @property
+    def out(self) -> TextIO:
+        return self.stdout or sys.stdout
+
+    @property
+    def err(self) -> TextIO:
+        return self.stderr or sys.stderr
 
     def print(self, text: str = "") -> None:
         print(text, file=self.out, flush=True)
@@ -84,7 +92,8 @@ class Parser(argparse.ArgumentParser):
     """Errors as one line (an exception the shell can catch), not usage + exit."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{message} (see `{self.prog} --help`)")
+        hint = f"{self.prog} --help".strip()
+        raise UsageError(f"{message} (see `{hint}`)")
 
     def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
         if message:

@@ -1,0 +1,247 @@
+"""The Lambda backend: each job is one synchronous invocation of the deployed runner
+(``server/runner/lambda_handler.py``), made through boto3 in a thread executor behind a
+semaphore (``lambda_concurrency`` at once).
+
+When a job becomes RUNNING: the invocation is sent while the job is still WAITING. If
+Lambda bounces it within ``GRACE_S`` (throttling, a function still Pending or being
+updated: answers that come back at once), ``Retry`` is raised and the job stays WAITING
+with a backoff. Once the invocation has been in flight for ``GRACE_S``, or came back
+with a result, ``hooks.started()`` is called. A bounce that arrives after the grace
+period (a slow link) is retried inside ``run()`` with the same backoff while the job
+shows RUNNING. Lambda cannot stop an invocation: cancel only makes the backend discard
+the late result.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+from concurrent.futures import ThreadPoolExecutor
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+    ReadTimeoutError,
+)
+
+from ..runner import core
+from .base import Backend, BackendError, BackendUnavailable, JobSpec, Retry, RunHooks
+
+log = logging.getLogger("orq.lambda")
+GRACE_S = 0.5
+THROTTLED = {"TooManyRequestsException"}
+NOT_READY = {"ResourceConflictException", "ResourceNotReadyException"}
+BACKOFF = {"throttled": (0.5, 20.0), "not ready": (2.0, 30.0)}  # base, cap (seconds)
+RESULT_KEYS = ("stdout", "stderr", "exit_code", "error", "duration_ms", "truncated")
+
+
+class _Bounce(Exception):
+    """Lambda did not run the job now (throttled / function not ready); try later."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"Lambda {kind}: {message}")
+        self.kind = kind
+
+
+def resolve_region(explicit: str | None = None) -> str | None:
+    """--region / ORQ_LAMBDA_REGION, else AWS_REGION, else boto3's own (AWS_DEFAULT_REGION,
+    ~/.aws/config)."""
+    return explicit or os.environ.get("AWS_REGION") or boto3.Session().region_name
+
+
+class LambdaBackend(Backend):
+    name = "lambda"
+
+    def __init__(self, config) -> None:
+        self.config = config
+        self.function = config.lambda_function
+        self.region = resolve_region(config.lambda_region)
+        self._executor = ThreadPoolExecutor(config.lambda_concurrency,
+                                            thread_name_prefix="orq-lambda")
+        self._sem: asyncio.Semaphore | None = None
+        self._client = None
+        self._active: set[int] = set()
+        self._cancelled: set[int] = set()
+        self._bounces: dict[int, int] = {}  # job_id -> bounces so far (for the backoff)
+
+    @property
+    def capacity(self) -> int:
+        return self.config.lambda_concurrency
+
+    def info(self) -> dict:
+        return {**super().info(), "function": self.function, "region": self.region,
+                "in_flight": self.capacity - (self._sem._value if self._sem else self.capacity)}
+
+    async def start(self) -> None:
+        self._sem = asyncio.Semaphore(self.config.lambda_concurrency)
+        if not self.region:
+            raise BackendUnavailable("no AWS region for the Lambda backend: set AWS_REGION "
+                                     "or --lambda-region / ORQ_LAMBDA_REGION")
+        loop = asyncio.get_running_loop()
+        self._client = await loop.run_in_executor(self._executor, self._make_client)
+        conf = await loop.run_in_executor(self._executor, self._check_function)
+        state = conf.get("State", "Active")
+        if state == "Failed":
+            raise BackendUnavailable(
+                f"Lambda function {self.function} is Failed ({conf.get('StateReason')}): "
+                f"redeploy it with scripts/deploy.sh lambda --function-name {self.function}")
+        log.info("lambda backend ready: function %s in %s (%s), %d at once", self.function,
+                 self.region, state, self.capacity)
+
+    def _make_client(self):
+        timeout = self.config.max_timeout_s + 30  # the answer comes after the job ends
+        cfg = BotoConfig(region_name=self.region, connect_timeout=10, read_timeout=timeout,
+                         retries={"total_max_attempts": 1},  # we retry, never botocore
+                         max_pool_connections=self.config.lambda_concurrency)
+        try:
+            return boto3.client("lambda", config=cfg)
+        except NoRegionError as exc:
+            raise BackendUnavailable("no AWS region: set AWS_REGION") from exc
+
+    def _check_function(self) -> dict:
+        fix = (f"deploy it with `scripts/deploy.sh lambda --function-name {self.function} "
+               f"--region {self.region}` or set ORQ_LAMBDA_FUNCTION to a deployed function")
+        try:
+            return self._client.get_function(FunctionName=self.function)["Configuration"]
+        except NoCredentialsError as exc:
+            raise BackendUnavailable("no AWS credentials for the Lambda backend: set "
+                                     "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE"
+                                     ) from exc
+        except ClientError as exc:
+            code, message = _error(exc)
+            if code == "ResourceNotFoundException":
+                raise BackendUnavailable(f"Lambda function {self.function} not found in "
+                                         f"{self.region}: {fix}") from exc
+            raise BackendUnavailable(f"cannot read Lambda function {self.function}: "
+                                     f"{code}: {message}") from exc
+        except BotoCoreError as exc:
+            raise BackendUnavailable(f"cannot reach AWS Lambda: {exc}") from exc
+
+    async def stop(self) -> None:
+        # in-flight invocations cannot be stopped; their jobs run again after a restart
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def cancel(self, job_id: int) -> None:
+        self._bounces.pop(job_id, None)
+        if job_id in self._active:
+            self._cancelled.add(job_id)  # Lambda cannot stop it: its answer is dropped
+
+    async def run(self, spec: JobSpec, hooks: RunHooks) -> dict:
+        self._active.add(spec.job_id)
+        try:
+            return await self._run(spec, hooks)
+        finally:
+            self._active.discard(spec.job_id)
+            self._cancelled.discard(spec.job_id)
+
+    async def _run(self, spec: JobSpec, hooks: RunHooks) -> dict:
+        payload = json.dumps(event(spec)).encode()
+        started = False
+        while True:
+            try:
+                answer, started = await self._invoke(payload, hooks, started)
+            except _Bounce as exc:
+                delay = self._backoff(spec.job_id, exc.kind)
+                if not started:
+                    raise Retry(str(exc), delay) from None
+                log.info("job %d: %s after it started; retrying in %.1fs", spec.job_id, exc,
+                         delay)
+                await asyncio.sleep(delay)
+                if spec.job_id in self._cancelled:
+                    return {"error": core.CANCELLED}
+                continue
+            self._bounces.pop(spec.job_id, None)
+            if answer is None or spec.job_id in self._cancelled:
+                return {"error": core.CANCELLED}
+            return answer
+
+    async def _invoke(self, payload: bytes, hooks: RunHooks,
+                      started: bool) -> tuple[dict | None, bool]:
+        """One invocation; returns (result or None when cancelled, started)."""
+        await self._sem.acquire()
+        try:
+            fut = asyncio.get_running_loop().run_in_executor(self._executor, self._call,
+                                                             payload)
+        except RuntimeError as exc:  # executor shut down: the server is stopping
+            self._sem.release()
+            raise BackendError("the server is shutting down") from exc
+        fut.add_done_callback(self._done)  # the slot is held until Lambda answers
+        if not started:
+            done, _ = await asyncio.wait({fut}, timeout=GRACE_S)
+            if done and isinstance(fut.exception(), _Bounce):
+                raise fut.exception()
+            started = True
+            if not await hooks.started():
+                return None, started
+        return await fut, started
+
+    def _done(self, fut: asyncio.Future) -> None:
+        self._sem.release()
+        if not fut.cancelled():
+            fut.exception()  # retrieved: a dropped (cancelled) job's error is not logged
+
+    def _call(self, payload: bytes) -> dict:
+        """In a worker thread: invoke, read and check the answer."""
+        try:
+            resp = self._client.invoke(FunctionName=self.function,
+                                       InvocationType="RequestResponse", Payload=payload)
+            body = resp["Payload"].read()
+        except ClientError as exc:
+            code, message = _error(exc)
+            if code in THROTTLED:
+                raise _Bounce("throttled", message) from None
+            if code in NOT_READY:
+                raise _Bounce("not ready", message) from None
+            raise BackendError(f"Lambda {code}: {message}") from None
+        except ReadTimeoutError:
+            raise BackendError(f"no answer from Lambda function {self.function} within "
+                               f"{self.config.max_timeout_s + 30:.0f}s") from None
+        except (EndpointConnectionError, NoCredentialsError) as exc:
+            raise BackendError(str(exc)) from None
+        except BotoCoreError as exc:
+            raise BackendError(f"Lambda call failed: {exc}") from None
+        return parse_answer(resp.get("FunctionError"), body)
+
+    def _backoff(self, job_id: int, kind: str) -> float:
+        """Exponential backoff with jitter, per job."""
+        n = self._bounces.get(job_id, 0)
+        self._bounces[job_id] = n + 1
+        base, cap = BACKOFF[kind]
+        return min(cap, base * 2 ** min(n, 10)) * random.uniform(0.5, 1.0)
+
+
+def event(spec: JobSpec) -> dict:
+    """The runner's event (see lambda_handler.py)."""
+    return {"job_id": spec.job_id, "language": spec.language, "code": spec.code,
+            "input": spec.input, "timeout_s": spec.timeout_s, "memory_mb": spec.memory_mb,
+            "output_cap": spec.output_cap}
+
+
+def parse_answer(function_error: str | None, body: bytes) -> dict:
+    """The runner's result, or BackendError for a function error / a malformed answer."""
+    try:
+        data = json.loads(body or b"null")
+    except ValueError:
+        data = None
+    if function_error:
+        if isinstance(data, dict):
+            kind = data.get("errorType") or function_error
+            message = str(data.get("errorMessage") or "no message")
+        else:
+            kind, message = function_error, body[:300].decode(errors="replace") or "no message"
+        raise BackendError(f"the Lambda function failed ({kind}): {message[:500]}")
+    if not isinstance(data, dict) or not isinstance(data.get("stdout"), str):
+        raise BackendError(f"unexpected answer from the Lambda function: {body[:200]!r}")
+    return {key: data.get(key) for key in RESULT_KEYS}
+
+
+def _error(exc: ClientError) -> tuple[str, str]:
+    err = exc.response.get("Error", {})
+    return err.get("Code", "?"), err.get("Message") or str(exc)

@@ -157,13 +157,13 @@ class EventStream:
 
     async def events(self, retry: bool = True) -> AsyncIterator[dict]:
         """Yield events until close(); reconnect (backing off) while ``retry``."""
-        delay = 0.2
+        delay, announced_down = 0.2, False
         while not self.stopped:
             try:
                 if self._conn is None:
                     await self.connect()
                     yield {"type": "connection", "state": "up"}
-                    delay = 0.2
+                    delay, announced_down = 0.2, False
                 async for event in self._read():
                     yield event
             except OrqError as err:
@@ -171,8 +171,8 @@ class EventStream:
                     raise
             if self.stopped:
                 return
-            if self.connected:
-                self.connected = False
+            if self.connected or not announced_down:
+                self.connected, announced_down = False, True
                 yield {"type": "connection", "state": "down"}
             if not retry:
                 raise OrqError("the event stream closed", EXIT_SERVER)

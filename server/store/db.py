@@ -69,6 +69,8 @@ class Database:
         self.path = path
         self.conn: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
+        self._pending: list[tuple[str, tuple, asyncio.Future]] = []
+        self._flusher: asyncio.Task | None = None
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,17 +99,19 @@ class Database:
             await self.conn.executescript(f"BEGIN; {script}; PRAGMA user_version={number}; COMMIT;")
 
     async def close(self) -> None:
+        if self._flusher is not None and not self._flusher.done():
+            await self._flusher  # acknowledged writes land before the connection goes
         if self.conn is not None:
             await self.conn.close()
             self.conn = None
 
     async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
-        async with self.conn.execute(sql, tuple(params)) as cur:
-            return await cur.fetchone()
+        """One hop to the database thread (a cursor's execute/fetch/close would take three)."""
+        rows = await self.conn.execute_fetchall(sql, tuple(params))
+        return rows[0] if rows else None
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        async with self.conn.execute(sql, tuple(params)) as cur:
-            return await cur.fetchall()
+        return list(await self.conn.execute_fetchall(sql, tuple(params)))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -130,7 +134,65 @@ class Database:
                 raise
 
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
-        """One write in its own transaction; returns lastrowid."""
-        async with self.transaction() as conn:
-            cur = await conn.execute(sql, tuple(params))
-            return cur.lastrowid
+        """One durable write; returns lastrowid."""
+        return (await self.write(sql, params))[0]
+
+    async def write(self, sql: str, params: Iterable[Any] = ()) -> tuple[int, int]:
+        """One durable write, group-committed with the writes that arrive meanwhile.
+
+        Returns (lastrowid, rowcount). Writes queued while a commit is in flight share the
+        next transaction and its single hop to the database thread; each runs inside its own
+        SAVEPOINT, so one failing statement (a taken uid) fails only its own caller.
+        """
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((sql, tuple(params), future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            async with self._write_lock:
+                try:
+                    # aiosqlite has no public "run this function on your thread"; _execute
+                    # is that, and is what its own public methods use
+                    results = await self.conn._execute(_apply_batch, self.conn._conn, batch)
+                except Exception as exc:  # noqa: BLE001 - every waiting caller must hear of it
+                    results = [_wrap(exc)] * len(batch)
+            for (_sql, _params, future), result in zip(batch, results):
+                if future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
+
+def _wrap(exc: BaseException) -> StoreError:
+    err = StoreError(str(exc))
+    err.__cause__ = exc
+    return err
+
+
+def _apply_batch(conn: sqlite3.Connection, batch: list) -> list:
+    """Runs on the database thread: one transaction, one SAVEPOINT per statement."""
+    results: list = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for sql, params, _future in batch:
+            conn.execute("SAVEPOINT w")
+            try:
+                cur = conn.execute(sql, params)
+                results.append((cur.lastrowid, cur.rowcount))
+                conn.execute("RELEASE w")
+            except sqlite3.Error as exc:
+                conn.execute("ROLLBACK TO w")
+                conn.execute("RELEASE w")
+                results.append(_wrap(exc))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return results

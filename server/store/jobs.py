@@ -62,11 +62,10 @@ class JobStore:
         return f"SELECT {_SUMMARY} FROM jobs{clause} ORDER BY job_id DESC LIMIT ?", params
 
     async def mark_running(self, job_id: int, started_at: str) -> bool:
-        async with self.db.transaction() as conn:
-            cur = await conn.execute(
-                "UPDATE jobs SET status = 'RUNNING', started_at = ?, attempts = attempts + 1"
-                " WHERE job_id = ? AND status = 'WAITING'", (started_at, job_id))
-            return cur.rowcount == 1
+        _, changed = await self.db.write(
+            "UPDATE jobs SET status = 'RUNNING', started_at = ?, attempts = attempts + 1"
+            " WHERE job_id = ? AND status = 'WAITING'", (started_at, job_id))
+        return changed == 1
 
     async def finish(self, job_id: int, status: str, fields: dict) -> bool:
         """Make an unfinished job final; a job already final is never touched again."""
@@ -77,11 +76,10 @@ class JobStore:
         values[names.index("result")] = values[names.index("result")] or ""
         values[names.index("stderr")] = values[names.index("stderr")] or ""
         values[names.index("truncated")] = int(bool(values[names.index("truncated")]))
-        async with self.db.transaction() as conn:
-            cur = await conn.execute(
-                f"UPDATE jobs SET status = ?, {sets} WHERE job_id = ?"
-                " AND status IN ('WAITING', 'RUNNING')", (status, *values, job_id))
-            return cur.rowcount == 1
+        _, changed = await self.db.write(
+            f"UPDATE jobs SET status = ?, {sets} WHERE job_id = ?"
+            " AND status IN ('WAITING', 'RUNNING')", (status, *values, job_id))
+        return changed == 1
 
     async def requeue(self, job_id: int) -> None:
         """Back to WAITING after a server crash interrupted its run."""
@@ -90,11 +88,10 @@ class JobStore:
             " AND status = 'RUNNING'", (job_id,))
 
     async def purge(self, job_id: int) -> bool:
-        async with self.db.transaction() as conn:
-            cur = await conn.execute(
-                "DELETE FROM jobs WHERE job_id = ? AND status IN ('DONE', 'ERROR', 'CANCELLED')",
-                (job_id,))
-            return cur.rowcount == 1
+        _, changed = await self.db.write(
+            "DELETE FROM jobs WHERE job_id = ? AND status IN ('DONE', 'ERROR', 'CANCELLED')",
+            (job_id,))
+        return changed == 1
 
     async def unfinished(self) -> list[tuple[int, int, str, int]]:
         """(job_id, uid, status, attempts) of every WAITING or RUNNING job, oldest first."""
@@ -105,7 +102,6 @@ class JobStore:
 
     async def status_counts(self) -> dict[str, int]:
         counts = dict.fromkeys(STATUSES, 0)
-        for status in STATUSES:
-            row = await self.db.fetchone("SELECT count(*) FROM jobs WHERE status = ?", (status,))
-            counts[status] = row[0]
+        rows = await self.db.fetchall("SELECT status, count(*) FROM jobs GROUP BY status")
+        counts.update({status: n for status, n in rows})
         return counts

@@ -70,6 +70,7 @@ class LocalBackend(Backend):
         self.sandbox: Sandbox | None = None
         self._runs: dict[int, _Run] = {}
         self.prlimit = shutil.which("prlimit", path="/usr/bin:/bin")
+        self.warm = None  # a warm.WarmPool when python jobs run on warm runners
 
     @property
     def capacity(self) -> int:
@@ -90,8 +91,19 @@ class LocalBackend(Backend):
             log.warning("prlimit(1) not found (Debian: util-linux); jobs run without rlimits")
         if self.cgroups.version:
             self.cgroups.cleanup_stale()
-        log.info("local backend ready: %d slots, cgroup v%s", self.capacity,
-                 self.cgroups.version or " none (rlimits)")
+        if self.config.warm:
+            await self._start_warm()
+        log.info("local backend ready: %d slots, cgroup v%s, python jobs %s", self.capacity,
+                 self.cgroups.version or " none (rlimits)", "warm" if self.warm else "cold")
+
+    async def _start_warm(self) -> None:
+        from .warm import WarmPool, WarmUnavailable  # warm imports this module
+        pool = WarmPool(self.sandbox, self.config.python, self.capacity, self.config.tmp_size_mb)
+        try:
+            await pool.start()
+            self.warm = pool
+        except WarmUnavailable as exc:
+            log.warning("warm runners unavailable (%s); python jobs run cold", exc)
 
     async def stop(self) -> None:
         for run in list(self._runs.values()):
@@ -101,9 +113,13 @@ class LocalBackend(Backend):
                 await asyncio.wait_for(run.done.wait(), 5)
             except TimeoutError:
                 pass
+        if self.warm is not None:
+            await self.warm.stop()
 
     def info(self) -> dict:
-        return {**super().info(), "cgroup": self.cgroups.version, "running": len(self._runs)}
+        warm = self.warm is not None and not self.warm.disabled
+        return {**super().info(), "cgroup": self.cgroups.version, "running": len(self._runs),
+                "warm": warm, "warm_replaced": self.warm.replaced if self.warm else 0}
 
     async def cancel(self, job_id: int) -> None:
         run = self._runs.get(job_id)
@@ -114,6 +130,11 @@ class LocalBackend(Backend):
         cgroup = self.cgroups.create(f"job-{spec.job_id}-{spec.attempt}", spec.memory_mb,
                                      spec.cpus, self.config.max_pids, spec.io_weight)
         try:
+            if spec.language == "python" and self.warm is not None:
+                result = await self.warm.run(spec, hooks, cgroup, self._runs,
+                                             rlimits(spec, self.config, cgroup is not None))
+                if result is not None:
+                    return result
             return await self._run(spec, hooks, cgroup)
         finally:
             if cgroup is not None:
@@ -208,12 +229,18 @@ def rlimit_argv(prlimit: str | None, spec: JobSpec, config, with_cgroup: bool) -
     counts every process of the uid, not just this job's."""
     if prlimit is None:
         return []
+    limits = rlimits(spec, config, with_cgroup)
+    return [prlimit] + [f"--{name}={value}" for name, value in limits.items()] + ["--"]
+
+
+def rlimits(spec: JobSpec, config, with_cgroup: bool) -> dict[str, int]:
+    """The rlimits of a job (prlimit(1) names), for the cold and the warm path alike."""
     limits = {"core": 0, "cpu": int(spec.timeout_s) + 2, "nofile": 256,
               "fsize": config.tmp_size_mb * 1024 * 1024}
     if not with_cgroup:
         limits["as"] = (spec.memory_mb + 64) * 1024 * 1024
         limits["nproc"] = config.max_pids * config.slots
-    return [prlimit] + [f"--{name}={value}" for name, value in limits.items()] + ["--"]
+    return limits
 
 
 async def _feed(stream: asyncio.StreamWriter, data: bytes) -> None:

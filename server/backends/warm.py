@@ -1,0 +1,385 @@
+"""A pool of warm runners (server/runner/warm.py), one per slot of the local backend.
+
+Each runner is a sandboxed, already initialised interpreter; for every job it forks a
+fresh child in new mount/PID/IPC/network namespaces (see the runner's docstring). This
+side hands the job its pipes, puts the child into the job's cgroup before it runs, kills
+it on timeout or cancel, and replaces a runner that dies or breaks its protocol.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..runner import core
+from .base import JobSpec, RunHooks
+from .cgroups import JobCgroup
+from .local import _drain, _feed
+from .sandbox import GROUP, PASSWD, Sandbox, as_unprivileged
+
+log = logging.getLogger("orq.warm")
+RUNNER_SOURCE = Path(__file__).resolve().parent.parent / "runner" / "warm.py"
+# what the runner needs inside its user namespace (never passed on to a job)
+RUNNER_CAPS = ("CAP_SYS_ADMIN", "CAP_SETPCAP", "CAP_NET_ADMIN")
+PROTOCOL_TIMEOUT_S = 10.0
+KILL_GRACE_S = 2.0
+BREAK_ENV = "_ORQ_WARM_WITHOUT_CAPS"  # test hook: start runners without their capabilities
+
+
+class WarmUnavailable(Exception):
+    """The kernel or sandbox does not allow warm runners; the message says why."""
+
+
+class RunnerBroken(Exception):
+    """A runner died or broke the protocol; it is replaced."""
+
+
+def memfd(name: str, data: bytes) -> int:
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def child_host_pid(parent: int, ns_pid: int) -> int | None:
+    """The host pid of ``parent``'s child whose pid in the sandbox is ``ns_pid``."""
+    try:
+        kids = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    except OSError:
+        return None
+    for kid in kids:
+        try:
+            status = Path(f"/proc/{kid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("NSpid:") and int(line.split()[-1]) == ns_pid:
+                return int(kid)
+    return None
+
+
+class Channel:
+    """Newline-delimited JSON over the runner's Unix socket (fds attached to job requests)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.sock, self.buf = sock, b""
+
+    def send(self, msg: dict, fds: list[int] = ()) -> None:
+        data = json.dumps(msg).encode() + b"\n"
+        sent = socket.send_fds(self.sock, [data], list(fds)) if fds else self.sock.send(data)
+        if sent != len(data):
+            raise RunnerBroken("short write to the runner")
+
+    async def recv(self) -> dict:
+        loop = asyncio.get_running_loop()
+        while b"\n" not in self.buf:
+            data = await loop.sock_recv(self.sock, 4096)
+            if not data:
+                raise RunnerBroken("the runner closed its socket")
+            self.buf += data
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+
+@dataclass
+class WarmRun:
+    """One job on a runner, as LocalBackend's cancel/stop see it."""
+    pid: int  # host pid of the job's child; killing it collapses the job's PID namespace
+    cgroup: JobCgroup | None
+    error: str | None = None
+    exited: bool = False
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def kill(self, reason: str) -> None:
+        if self.error is None:
+            self.error = reason
+        if not self.exited:  # once reaped, the pid may belong to someone else
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.cgroup is not None:
+            self.cgroup.kill_all()
+
+
+class WarmRunner:
+    def __init__(self, proc: asyncio.subprocess.Process, chan: Channel, host_pid: int) -> None:
+        self.proc, self.chan, self.host_pid = proc, chan, host_pid
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.returncode is None
+
+    @classmethod
+    async def start(cls, sandbox: Sandbox, python: str) -> WarmRunner:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        info_r, info_w = os.pipe()
+        fds = {"/job/warm.py": memfd("warm", RUNNER_SOURCE.read_bytes()),
+               "passwd": memfd("passwd", PASSWD.encode()), "group": memfd("group", GROUP.encode()),
+               "info": info_w}
+        argv = runner_argv(sandbox, fds) + [python, "-u", "/job/warm.py", str(theirs.fileno())]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE, pass_fds=[*fds.values(), theirs.fileno()],
+                start_new_session=True, **as_unprivileged())
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+            theirs.close()
+        runner = cls(proc, Channel(ours), 0)
+        try:
+            await runner._handshake(info_r)
+        except (RunnerBroken, OSError, ValueError, KeyError, TimeoutError) as exc:
+            runner.kill()
+            stderr = (await proc.stderr.read()).decode(errors="replace").strip()
+            raise WarmUnavailable(f"runner did not start: {stderr or exc}") from exc
+        asyncio.ensure_future(_log_stderr(proc))
+        return runner
+
+    async def _handshake(self, info_r: int) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            info = await asyncio.wait_for(loop.run_in_executor(None, _read_all, info_r), 30)
+        finally:
+            os.close(info_r)
+        sandbox_init = int(json.loads(info)["child-pid"])
+        ready = await asyncio.wait_for(self.chan.recv(), 30)
+        self.host_pid = child_host_pid(sandbox_init, int(ready["ready"])) or 0
+        if not self.host_pid:
+            raise RunnerBroken("cannot find the runner's host pid")
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.chan.sock.close()
+
+    async def execute(self, spec: JobSpec, hooks: RunHooks, cgroup: JobCgroup | None,
+                      runs: dict, rlimits: dict, tmp_size: int) -> dict:
+        """Run one job; raise RunnerBroken (before it started) or return its result."""
+        pipes = [os.pipe() for _ in range(3)]
+        child_ends = [pipes[0][0], pipes[1][1], pipes[2][1],
+                      memfd("source", spec.code.encode("utf-8", "surrogatepass"))]
+        ours = [pipes[0][1], pipes[1][0], pipes[2][0]]
+        try:
+            self.chan.send({"tmp_size": tmp_size, "rlimits": rlimits}, child_ends)
+        except OSError as exc:
+            for fd in ours:
+                os.close(fd)
+            raise RunnerBroken(f"cannot send a job: {exc}") from exc
+        finally:
+            for fd in child_ends:
+                os.close(fd)
+        try:
+            run = await self._release(spec, cgroup)
+        except RunnerBroken:
+            for fd in ours:
+                os.close(fd)
+            raise
+        streams = await _streams(*ours)
+        runs[spec.job_id] = run
+        try:
+            if not await hooks.started():
+                run.kill(core.CANCELLED)
+            return await self._supervise(run, spec, hooks, streams)
+        finally:
+            runs.pop(spec.job_id, None)
+            run.done.set()
+
+    async def _release(self, spec: JobSpec, cgroup: JobCgroup | None) -> WarmRun:
+        """Learn the job child's host pid, put it into the cgroup, let it go."""
+        try:
+            reply = await asyncio.wait_for(self.chan.recv(), PROTOCOL_TIMEOUT_S)
+            pid = child_host_pid(self.host_pid, int(reply["pid"]))
+            if pid is None:
+                raise RunnerBroken(f"job child {reply['pid']} not found")
+            if cgroup is not None:
+                cgroup.add(pid)
+            self.chan.send({"go": True})
+        except (RunnerBroken, OSError, ValueError, KeyError, TimeoutError) as exc:
+            raise RunnerBroken(f"the warm runner did not start job {spec.job_id}: {exc}") \
+                from exc
+        return WarmRun(pid, cgroup)
+
+    async def _supervise(self, run: WarmRun, spec: JobSpec, hooks: RunHooks, streams) -> dict:
+        start = time.monotonic()
+        out, err = core.CappedBuffer(spec.output_cap), core.CappedBuffer(spec.output_cap)
+        tasks = [asyncio.ensure_future(_feed(streams[0], spec.input.encode("utf-8",
+                                                                          "surrogatepass"))),
+                 asyncio.ensure_future(_drain(run, streams[1], out, "stdout", hooks)),
+                 asyncio.ensure_future(_drain(run, streams[2], err, "stderr", hooks))]
+        exit_task = asyncio.ensure_future(self.chan.recv())
+        done, _ = await asyncio.wait({exit_task}, timeout=spec.timeout_s)
+        if not done:
+            run.kill(core.TIMEOUT)
+            await asyncio.wait({exit_task}, timeout=KILL_GRACE_S)
+        returncode = None
+        if exit_task.done() and exit_task.exception() is None:
+            run.exited = True
+            returncode = int(exit_task.result().get("exit", -1))
+        else:
+            exit_task.cancel()
+            self.kill()  # no exit report: the runner is broken, and the job dies with it
+            run.error = run.error or "backend: the warm runner died"
+        await asyncio.wait(tasks, timeout=KILL_GRACE_S)
+        for task in tasks:
+            task.cancel()
+        error = run.error
+        if run.cgroup is not None and run.cgroup.oom_killed() and error in (None, core.TIMEOUT):
+            error = core.MEMORY
+        return core.make_result(out, err, returncode, time.monotonic() - start, error)
+
+
+def runner_argv(sandbox: Sandbox, fds: dict[str, int]) -> list[str]:
+    """The cold sandbox's bwrap options, plus the capabilities the runner needs *inside* it."""
+    argv = sandbox.argv(fds)
+    assert argv[-1] == "--"
+    caps = [] if os.environ.get(BREAK_ENV) else [a for c in RUNNER_CAPS for a in ("--cap-add", c)]
+    return argv[:-1] + caps + ["--"]
+
+
+def _read_all(fd: int) -> bytes:
+    data = b""
+    while chunk := os.read(fd, 4096):
+        data += chunk
+        if data.rstrip().endswith(b"}"):
+            break
+    return data
+
+
+async def _log_stderr(proc: asyncio.subprocess.Process) -> None:
+    while line := await proc.stderr.readline():
+        log.warning("warm runner %d: %s", proc.pid, line.decode(errors="replace").rstrip())
+
+
+async def _streams(stdin_w: int, stdout_r: int, stderr_r: int):
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin,
+                                                        os.fdopen(stdin_w, "wb", 0))
+    writer = asyncio.StreamWriter(transport, protocol, None, loop)
+    readers = []
+    for fd in (stdout_r, stderr_r):
+        reader = asyncio.StreamReader(limit=1 << 20)
+        await loop.connect_read_pipe(lambda r=reader: asyncio.StreamReaderProtocol(r),
+                                     os.fdopen(fd, "rb", 0))
+        readers.append(reader)
+    return writer, readers[0], readers[1]
+
+
+
+class WarmPool:
+    """One warm runner per slot; a job borrows one and gives it back (or has it replaced)."""
+
+    def __init__(self, sandbox: Sandbox, python: str, size: int, tmp_size_mb: int) -> None:
+        self.sandbox, self.python, self.size = sandbox, python, size
+        self.tmp_size = tmp_size_mb * 1024 * 1024
+        self.idle: asyncio.Queue[WarmRunner | None] = asyncio.Queue()
+        self.runners: set[WarmRunner] = set()
+        self.disabled = False
+        self.replaced = 0  # runners replaced after dying or misbehaving (for /healthz)
+        self._tasks: set[asyncio.Task] = set()
+
+    async def start(self) -> None:
+        """Start every runner; raise WarmUnavailable (with the reason) if warm cannot work here."""
+        first = await WarmRunner.start(self.sandbox, self.python)
+        self.runners.add(first)
+        await self._probe(first)
+        rest = await asyncio.gather(*(WarmRunner.start(self.sandbox, self.python)
+                                      for _ in range(self.size - 1)), return_exceptions=True)
+        for runner in rest:
+            if isinstance(runner, BaseException):
+                await self.stop()
+                raise WarmUnavailable(str(runner))
+            self.runners.add(runner)
+        for runner in self.runners:
+            self.idle.put_nowait(runner)
+
+    async def _probe(self, runner: WarmRunner) -> None:
+        """Run one real job through every step (namespaces, mounts, capability drop)."""
+        async def started() -> bool:
+            return True
+        spec = JobSpec(job_id=0, uid=0, language="python", input="",
+                       code="import os; print(os.getpid(), sorted(os.listdir('/tmp')))",
+                       timeout_s=30, memory_mb=64, cpus=1, io_weight=100, output_cap=65536)
+        try:
+            result = await runner.execute(spec, RunHooks(started, lambda *_: None), None, {},
+                                          {"core": 0, "nofile": 256}, self.tmp_size)
+        except RunnerBroken as exc:
+            await self.stop()
+            raise WarmUnavailable(str(exc)) from exc
+        if result["exit_code"] != 0 or result["stdout"] != "2 []\n":
+            await self.stop()
+            reason = (result["stderr"].strip().splitlines() or [str(result)])[-1]
+            raise WarmUnavailable(f"a test job failed: {reason}")
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for runner in self.runners:
+            runner.kill()
+        for runner in self.runners:
+            await runner.proc.wait()
+        self.runners.clear()
+
+    async def run(self, spec: JobSpec, hooks: RunHooks, cgroup: JobCgroup | None, runs: dict,
+                  rlimits: dict) -> dict | None:
+        """Run a job on a warm runner; None when it should run cold (no runner, or the
+        runner broke before the job started)."""
+        runner = await self._acquire()
+        if runner is None:
+            return None
+        healthy = False
+        try:
+            result = await runner.execute(spec, hooks, cgroup, runs, rlimits, self.tmp_size)
+            healthy = runner.alive and not (result["error"] or "").startswith("backend:")
+            return result
+        except RunnerBroken as exc:
+            log.warning("%s; replacing it and running the job cold", exc)
+            return None
+        finally:
+            self._release(runner, healthy)
+
+    async def _acquire(self) -> WarmRunner | None:
+        while not self.disabled:
+            runner = await self.idle.get()
+            if runner is None or runner.alive:
+                return runner
+            log.warning("warm runner %d died while idle; replacing it", runner.proc.pid)
+            self._release(runner, False)
+        return None
+
+    def _release(self, runner: WarmRunner, healthy: bool) -> None:
+        if healthy:
+            self.idle.put_nowait(runner)
+            return
+        runner.kill()
+        self.runners.discard(runner)
+        self.replaced += 1
+        task = asyncio.ensure_future(self._replace())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _replace(self) -> None:
+        for attempt in range(3):
+            try:
+                runner = await WarmRunner.start(self.sandbox, self.python)
+            except WarmUnavailable as exc:
+                log.warning("cannot replace a warm runner (attempt %d): %s", attempt + 1, exc)
+                await asyncio.sleep(1 + attempt)
+                continue
+            self.runners.add(runner)
+            self.idle.put_nowait(runner)
+            return
+        log.warning("warm runners keep failing; python jobs run cold from now on")
+        self.disabled = True
+        for _ in range(self.size):
+            self.idle.put_nowait(None)

@@ -1,0 +1,286 @@
+"""The warm runner: a pre-started interpreter inside the sandbox that forks one fresh child per job.
+
+Standard library only. The server starts it in a bubblewrap sandbox (same binds as a cold
+job, plus CAP_SYS_ADMIN/CAP_SETPCAP/CAP_NET_ADMIN *inside* the sandbox's user namespace)
+as ``python3 -u /job/warm.py FD``, FD being a Unix socket to the server. Per job:
+
+    runner --fork--> C: waits until the server has put it into the job's cgroup, then
+                        unshare(mount, pid, ipc, net namespaces)
+             C --fork--> G: PID 1 of the new PID namespace; fresh /proc, /tmp, /dev/shm, /job
+             G --fork--> H: rlimits, every capability dropped, no_new_privs, runs the job's
+                            code in the already initialised interpreter
+
+The runner never runs user code, so no job sees another's state. When H exits, G exits
+with its status and the kernel kills whatever else lives in the namespace.
+
+Protocol: newline-terminated JSON both ways. Server -> runner: a job ``{"tmp_size": ...,
+"rlimits": {...}}`` with four fds (stdin, stdout, stderr, source memfd) attached; runner ->
+server ``{"pid": C}`` (in the sandbox's PID namespace); server -> runner ``{"go": bool}``;
+runner -> server ``{"exit": code}`` (the exit status, or 128 + signal).
+"""
+from __future__ import annotations
+
+import builtins
+import ctypes
+import fcntl
+import json
+import os
+import resource
+import select
+import signal
+import socket
+import struct
+import sys
+import traceback
+import types
+
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x8000000, 0x20000000, 0x40000000
+CLONE_NEWCGROUP = 0x2000000  # after joining the job cgroup: the job sees it as its root
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 24, 38
+PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+PROC_READONLY = ("sys", "sysrq-trigger", "irq", "bus")  # as bwrap's --proc leaves them
+RLIMITS = {"core": resource.RLIMIT_CORE, "cpu": resource.RLIMIT_CPU,
+           "nofile": resource.RLIMIT_NOFILE, "fsize": resource.RLIMIT_FSIZE,
+           "as": resource.RLIMIT_AS, "nproc": resource.RLIMIT_NPROC}
+SOURCE = "/job/main.py"
+
+libc = ctypes.CDLL(None, use_errno=True)
+with open("/proc/sys/kernel/cap_last_cap") as _f:
+    LAST_CAP = int(_f.read())
+
+
+def check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def mount(src: str | None, target: str, fstype: str | None, flags: int, data: str = "") -> None:
+    enc = (lambda s: s.encode() if s is not None else None)
+    check(libc.mount(enc(src), target.encode(), enc(fstype), ctypes.c_ulong(flags),
+                     enc(data or None)), f"mount {target}")
+
+
+def status_code(status: int) -> int:
+    """A wait status as one number: the exit code, or 128 + the signal (as a shell reports)."""
+    sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
+    return 128 + sig if sig else os.WEXITSTATUS(status)
+
+
+# -- talking to the server ----------------------------------------------------------------
+
+class Channel:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.buf = sock, b""
+
+    def send(self, msg: dict) -> None:
+        self.sock.sendall(json.dumps(msg).encode() + b"\n")
+
+    def recv(self) -> tuple[dict | None, list[int]]:
+        fds: list[int] = []
+        while b"\n" not in self.buf:
+            data, new, _, _ = socket.recv_fds(self.sock, 65536, 8)
+            fds += new
+            if not data:
+                return None, fds
+            self.buf += data
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line), fds
+
+
+def serve(chan: Channel) -> None:
+    while True:
+        msg, fds = chan.recv()
+        if msg is None:
+            return
+        if len(fds) != 4:
+            raise SystemExit(f"warm runner: a job needs 4 fds, got {len(fds)}")
+        run_one(chan, msg, fds)
+
+
+def run_one(chan: Channel, msg: dict, fds: list[int]) -> None:
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            chan.sock.close()
+            os.close(go_w)
+            job_child(msg, fds, go_r)
+        except BaseException:  # noqa: BLE001 - report it on the job's stderr, never return
+            traceback.print_exc()
+        finally:
+            os._exit(125)
+    os.close(go_r)
+    for fd in fds:
+        os.close(fd)
+    chan.send({"pid": pid})
+    reply, extra = chan.recv()
+    for fd in extra:
+        os.close(fd)
+    if reply is not None and reply.get("go"):
+        os.write(go_w, b"g")
+    os.close(go_w)
+    _, status = os.waitpid(pid, 0)
+    if reply is None:
+        raise SystemExit(0)  # the server went away
+    chan.send({"exit": status_code(status)})
+
+
+# -- C: the job's child, before and after it enters its namespaces ------------------------
+
+def job_child(msg: dict, fds: list[int], go_r: int) -> None:
+    if os.read(go_r, 1) != b"g":
+        os._exit(126)  # the server aborted the job before it started
+    os.close(go_r)
+    for target, fd in enumerate(fds[:3]):
+        os.dup2(fd, target)
+    source = os.pread(fds[3], 1 << 20, 0)
+    for fd in fds:
+        os.close(fd)
+    check(libc.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWCGROUP),
+          "unshare")
+    alive_r, alive_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(alive_w)
+        job_init(msg, source, alive_r)
+    os.close(alive_r)
+    for fd in (0, 1, 2):
+        os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    os._exit(status_code(status))
+
+
+# -- G: PID 1 of the job's namespace ------------------------------------------------------
+
+def job_init(msg: dict, source: bytes, alive_r: int) -> None:
+    try:
+        check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "pdeathsig")
+        if select.select([alive_r], [], [], 0)[0]:
+            os._exit(137)  # C died before pdeathsig was armed: do not outlive it
+        setup_mounts(msg["tmp_size"], source)
+        loopback_up()
+    except OSError as exc:
+        os.write(2, f"orq: cannot set up the job's sandbox: {exc}\n".encode())
+        os._exit(125)
+    pid = os.fork()
+    if pid == 0:
+        os.close(alive_r)
+        run_job(msg, source)
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    while True:  # reap orphans until the job itself ends
+        done, status = os.wait()
+        if done == pid:
+            os._exit(status_code(status))
+
+
+def setup_mounts(tmp_size: int, source: bytes) -> None:
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    for name in PROC_READONLY:
+        path = "/proc/" + name
+        if os.path.exists(path):
+            mount(path, path, None, MS_BIND | MS_REC)
+            mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    for path in ("/tmp", "/dev/shm"):
+        mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_size},mode=1777")
+    mount("tmpfs", "/job", "tmpfs", MS_NOSUID | MS_NODEV, f"size={len(source) + 65536},mode=755")
+    with open(SOURCE, "wb") as f:
+        f.write(source)
+    mount(None, "/job", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def loopback_up() -> None:
+    """A fresh network namespace has ``lo`` down; bwrap brings it up, so do we."""
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sh", b"lo", 0)
+        flags = struct.unpack_from("16sh", fcntl.ioctl(s, siocgifflags, req + bytes(22)))[1]
+        fcntl.ioctl(s, siocsifflags, struct.pack("16sh", b"lo", flags | iff_up) + bytes(22))
+
+
+# -- H: the job itself ----------------------------------------------------------------------
+
+def drop_privileges(rlimits: dict) -> None:
+    for name, value in rlimits.items():
+        resource.setrlimit(RLIMITS[name], (value, value))
+    for cap in range(LAST_CAP + 1):
+        check(libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), "drop bounding capability")
+    check(libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear ambient")
+    header = struct.pack("Ii", 0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+    check(libc.capset(header, bytes(24)), "capset")
+    check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+
+
+def run_job(msg: dict, source: bytes) -> None:
+    try:
+        os.closerange(3, 1 << 16)
+        drop_privileges(msg["rlimits"])
+        os.chdir("/tmp")
+    except OSError as exc:
+        os.write(2, f"orq: cannot start the job: {exc}\n".encode())
+        os._exit(125)
+    os._exit(finish(execute(source)))
+
+
+def execute(source: bytes) -> int:
+    """Run the source as ``python3 -u /job/main.py`` would; return its exit status."""
+    main = types.ModuleType("__main__")
+    main.__file__, main.__builtins__, main.__cached__ = SOURCE, builtins, None
+    sys.modules["__main__"] = main
+    sys.argv = [SOURCE]
+    sys.path[0] = "/job"
+    try:
+        exec(compile(source, SOURCE, "exec"), main.__dict__)  # noqa: S102 - this is the job
+    except SystemExit as exc:
+        return exit_status(exc.code)
+    except BaseException:  # noqa: BLE001 - the job's uncaught exception, as python3 prints it
+        kind, value, tb = sys.exc_info()
+        value.__traceback__ = tb.tb_next  # the job's frames only, as python3 shows them
+        sys.excepthook(kind, value, value.__traceback__)
+        return 1
+    return 0
+
+
+def exit_status(code) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
+def finish(code: int) -> int:
+    """What the interpreter does at exit: join threads, run atexit, flush."""
+    try:
+        threading = sys.modules.get("threading")
+        if threading is not None:
+            threading._shutdown()
+        import atexit
+        atexit._run_exitfuncs()
+    except SystemExit as exc:
+        code = exit_status(exc.code)
+    except BaseException:  # noqa: BLE001 - an atexit handler failed
+        traceback.print_exc()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - python3 exits 120 when the final flush fails
+            code = 120
+    return code
+
+
+def main() -> None:
+    chan = Channel(socket.socket(fileno=int(sys.argv[1])))
+    sys.argv = [SOURCE]
+    chan.send({"ready": os.getpid()})
+    serve(chan)
+
+
+if __name__ == "__main__":
+    main()

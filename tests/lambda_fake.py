@@ -68,7 +68,8 @@ class Fake:
         self.state = "Active"
         self.bounce: dict = {"count": 0}
         self.fail = 0
-        self.stats = {"invocations": 0, "bounced": 0, "failed": 0, "completed": 0, "running": 0}
+        self.stats = {"invocations": 0, "bounced": 0, "failed": 0, "completed": 0, "running": 0,
+                      "max_running": 0}
 
     def take(self) -> str:
         """Decide what the next invocation gets: 'bounce', 'fail' or 'run'."""
@@ -83,6 +84,7 @@ class Fake:
                 self.stats["failed"] += 1
                 return "fail"
             self.stats["running"] += 1
+            self.stats["max_running"] = max(self.stats["max_running"], self.stats["running"])
             return "run"
 
     def run(self, payload: bytes) -> dict:

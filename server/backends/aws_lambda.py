@@ -19,6 +19,7 @@ import logging
 import os
 import random
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import boto3
 from botocore.config import Config as BotoConfig
@@ -50,6 +51,12 @@ class _Bounce(Exception):
         self.kind = kind
 
 
+@dataclass
+class _Attempt:
+    hooks: RunHooks
+    started: bool = False  # hooks.started() was called: Retry is no longer allowed
+
+
 def resolve_region(explicit: str | None = None) -> str | None:
     """--region / ORQ_LAMBDA_REGION, else AWS_REGION, else boto3's own (AWS_DEFAULT_REGION,
     ~/.aws/config)."""
@@ -62,7 +69,7 @@ class LambdaBackend(Backend):
     def __init__(self, config) -> None:
         self.config = config
         self.function = config.lambda_function
-        self.region = resolve_region(config.lambda_region)
+        self.region: str | None = config.lambda_region
         self._executor = ThreadPoolExecutor(config.lambda_concurrency,
                                             thread_name_prefix="orq-lambda")
         self._sem: asyncio.Semaphore | None = None
@@ -81,11 +88,15 @@ class LambdaBackend(Backend):
 
     async def start(self) -> None:
         self._sem = asyncio.Semaphore(self.config.lambda_concurrency)
-        if not self.region:
-            raise BackendUnavailable("no AWS region for the Lambda backend: set AWS_REGION "
-                                     "or --lambda-region / ORQ_LAMBDA_REGION")
         loop = asyncio.get_running_loop()
-        self._client = await loop.run_in_executor(self._executor, self._make_client)
+        try:
+            self.region = resolve_region(self.config.lambda_region)
+            if not self.region:
+                raise BackendUnavailable("no AWS region for the Lambda backend: set AWS_REGION"
+                                         " or --lambda-region / ORQ_LAMBDA_REGION")
+            self._client = await loop.run_in_executor(self._executor, self._make_client)
+        except BotoCoreError as exc:
+            raise BackendUnavailable(f"AWS configuration: {exc}") from exc
         conf = await loop.run_in_executor(self._executor, self._check_function)
         state = conf.get("State", "Active")
         if state == "Failed":
@@ -101,7 +112,7 @@ class LambdaBackend(Backend):
                          retries={"total_max_attempts": 1},  # we retry, never botocore
                          max_pool_connections=self.config.lambda_concurrency)
         try:
-            return boto3.client("lambda", config=cfg)
+            return boto3.session.Session().client("lambda", config=cfg)
         except NoRegionError as exc:
             raise BackendUnavailable("no AWS region: set AWS_REGION") from exc
 
@@ -143,13 +154,13 @@ class LambdaBackend(Backend):
 
     async def _run(self, spec: JobSpec, hooks: RunHooks) -> dict:
         payload = json.dumps(event(spec)).encode()
-        started = False
+        state = _Attempt(hooks)
         while True:
             try:
-                answer, started = await self._invoke(payload, hooks, started)
+                answer = await self._invoke(payload, state)
             except _Bounce as exc:
                 delay = self._backoff(spec.job_id, exc.kind)
-                if not started:
+                if not state.started:
                     raise Retry(str(exc), delay) from None
                 log.info("job %d: %s after it started; retrying in %.1fs", spec.job_id, exc,
                          delay)
@@ -162,9 +173,8 @@ class LambdaBackend(Backend):
                 return {"error": core.CANCELLED}
             return answer
 
-    async def _invoke(self, payload: bytes, hooks: RunHooks,
-                      started: bool) -> tuple[dict | None, bool]:
-        """One invocation; returns (result or None when cancelled, started)."""
+    async def _invoke(self, payload: bytes, state: _Attempt) -> dict | None:
+        """One invocation; the result, or None when the job was cancelled before it started."""
         await self._sem.acquire()
         try:
             fut = asyncio.get_running_loop().run_in_executor(self._executor, self._call,
@@ -173,14 +183,14 @@ class LambdaBackend(Backend):
             self._sem.release()
             raise BackendError("the server is shutting down") from exc
         fut.add_done_callback(self._done)  # the slot is held until Lambda answers
-        if not started:
+        if not state.started:
             done, _ = await asyncio.wait({fut}, timeout=GRACE_S)
             if done and isinstance(fut.exception(), _Bounce):
                 raise fut.exception()
-            started = True
-            if not await hooks.started():
-                return None, started
-        return await fut, started
+            state.started = True
+            if not await state.hooks.started():
+                return None
+        return await fut
 
     def _done(self, fut: asyncio.Future) -> None:
         self._sem.release()

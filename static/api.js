@@ -88,8 +88,8 @@ function sentence(text) {
  * 'connecting' | 'live' | 'reconnecting' and ``onReconnect`` fires after a gap.
  */
 export class EventStream {
-  constructor({ token, onEvent, onState, onReconnect }) {
-    Object.assign(this, { token, onEvent, onState, onReconnect });
+  constructor({ token, onEvent, onState, onReconnect, onLost = () => {} }) {
+    Object.assign(this, { token, onEvent, onState, onReconnect, onLost });
     this.lastId = null;
     this.delay = 500;
     this.socket = null;
@@ -134,6 +134,7 @@ export class EventStream {
   lost(socket) {
     if (socket !== this.socket || this.closed) return;
     this.onState('reconnecting', Math.round(this.delay / 1000));
+    this.onLost();
     this.timer = setTimeout(() => this.open(), this.delay);
     this.delay = Math.min(this.delay * 2, 10000);
   }

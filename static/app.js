@@ -146,6 +146,9 @@ function connect() {
     onEvent: onEvent,
     onState: showConnection,
     onReconnect: () => { table.reload(); if (view.jobId) view.open(view.jobId); },
+    // a socket refused for an expired or revoked token looks like any lost connection:
+    // one cheap REST call tells them apart (a 401 signs out)
+    onLost: () => { if (state.session?.token) api.jobs({ limit: 1 }).catch(() => {}); },
   });
   state.stream.open();
 }

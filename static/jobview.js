@@ -109,7 +109,7 @@ export class JobView {
       if (value === null || value === undefined || value === '') continue;
       const dd = el('dd', { text: String(value) });
       dd.dataset.field = name.toLowerCase().replace(/ /g, '-');
-      items.push(el('div', {}, el('dt', { text: name }), dd));
+      items.push(el('div', name === 'Limits' ? { class: 'wide' } : {}, el('dt', { text: name }), dd));
     }
     $('jv-meta').replaceChildren(...items);
   }

@@ -9,7 +9,6 @@ from pathlib import Path
 import tornado.httpclient
 import tornado.web
 import tornado.websocket
-
 from conftest import REPO, free_port
 
 ARTIFACTS = REPO / "test-artifacts" / "dashboard"
@@ -32,10 +31,10 @@ class ConsoleLog:
         return [e for e in self.errors if not any(a in e for a in allowed)]
 
 
-def screenshot(page, name: str) -> Path:
+def screenshot(page, name: str, full_page: bool = False) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=False)
+    page.screenshot(path=str(path), full_page=full_page)
     return path
 
 
@@ -91,7 +90,7 @@ class _WsProxy(tornado.websocket.WebSocketHandler):
             "X-Forwarded-Host": self.request.host})
         try:
             self.upstream = await tornado.websocket.websocket_connect(req)
-        except Exception:
+        except (OSError, tornado.httpclient.HTTPClientError, tornado.websocket.WebSocketError):
             self.close(1011, "upstream refused")
             return
         asyncio.ensure_future(self._pump())

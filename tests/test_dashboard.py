@@ -110,7 +110,10 @@ def test_register_submit_and_watch_it_finish(auth_server, new_page):
     page.keyboard.type("print('end')")
     assert editor.input_value() == ("import sys, time\ntime.sleep(1.5)\nfor line in sys.stdin:\n"
                                     "    print(line.strip().upper())\nprint('end')")
-    page.get_by_label("Input", exact=True).fill("hello\nworld\n")
+    page.keyboard.press("Escape")  # then Tab leaves the editor instead of indenting
+    page.keyboard.press("Tab")
+    expect(page.get_by_label("Input", exact=True)).to_be_focused()
+    page.keyboard.type("hello\nworld\n")
     screenshot(page, "desktop-2-form")
     editor.focus()
     page.keyboard.press("Control+Enter")  # runs
@@ -193,6 +196,19 @@ def test_rest_job_appears_live_and_sign_out(auth_server, new_page):
     assert page.evaluate("sessionStorage.getItem('orq.session')") is None
     assert auth_server.request("GET", "/jobs", token=token).status == 401  # revoked
     assert console.unexpected() == []
+
+
+def test_revoked_token_asks_to_sign_in_again(auth_server, new_page):
+    uid, _ = auth_server.register(fresh_uid())
+    page, console = new_page()
+    sign_in(page, auth_server.url + "/ui/", uid)
+    token = page.evaluate("JSON.parse(sessionStorage.getItem('orq.session')).token")
+    assert auth_server.request("DELETE", "/auth/token", token=token).status == 204
+    page.get_by_text("Done", exact=True).click()  # the next API call is refused
+    expect(page.locator("#signin-error")).to_have_text(
+        "Your session has ended. Please sign in again.")
+    expect(page.get_by_label("Password")).to_be_visible()
+    assert console.unexpected("Failed to load resource") == []
 
 
 def test_api_errors_are_readable(auth_server, new_page):
@@ -293,7 +309,7 @@ def test_phone_width(open_server, new_page):
     sign_in(page, open_server.url + "/ui/", uid, password=None)
     open_server.submit("print('x')", uid=uid)
     expect(page.locator("#jobs-body tr")).to_have_count(1)
-    screenshot(page, "phone-2-dashboard")
+    screenshot(page, "phone-2-dashboard", full_page=True)
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     run_from_form(page, "for i in range(3):\n    print('line', i)")
     expect(page.locator("#jv-status")).to_have_text("DONE")

@@ -1,0 +1,159 @@
+"""Shared pieces of the benchmark suite: servers on free ports, wrk, percentiles."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Self
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+BIN = Path(sys.executable).parent
+RESULTS = BENCH / "results"
+PASSWORD = "bench-password-1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile (pct in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def basic_header(uid: int, password: str = PASSWORD) -> str:
+    return "Basic " + base64.b64encode(f"{uid}:{password}".encode()).decode()
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> float:
+    """Poll ``url`` until it answers 200; returns the seconds it took."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return time.monotonic() - start
+        except OSError:
+            pass
+        time.sleep(0.01)
+    raise RuntimeError(f"{url} did not answer within {timeout} s")
+
+
+class Server:
+    """One subprocess (orq-server or the hello-world baseline) on a free port."""
+
+    def __init__(self, argv: list[str], port: int, log_name: str) -> None:
+        self.argv, self.port = argv, port
+        self.url = f"http://127.0.0.1:{port}"
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        self.log_path = RESULTS / f"{log_name}-{port}.log"
+        self.proc: subprocess.Popen | None = None
+        self.startup_s = 0.0
+
+    def start(self, timeout: float = 60) -> Server:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)
+        self.startup_s = wait_http(self.url + "/healthz", timeout, self.proc)
+        return self
+
+    def rss_mb(self) -> float:
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def orq_server(data_dir: Path, auth: str = "open", extra: list[str] | None = None) -> Server:
+    port = free_port()
+    argv = [str(BIN / "orq-server"), "--port", str(port), "--data-dir", str(data_dir),
+            "--auth", auth, "--log-level", "warning", "--max-unfinished-per-user", "1000000",
+            *(extra or [])]
+    return Server(argv, port, "orq")
+
+
+def hello_server(payload: bytes) -> Server:
+    """The bare Tornado baseline answering ``payload`` to GET and POST."""
+    port = free_port()
+    path = Path(tempfile.mkstemp(prefix="orq-hello-", suffix=".json")[1])
+    path.write_bytes(payload)
+    argv = [sys.executable, str(BENCH / "hello.py"), str(port), str(path)]
+    return Server(argv, port, "hello")
+
+
+def request(url: str, method: str = "GET", body: dict | None = None,
+            headers: dict | None = None, timeout: float = 30) -> tuple[int, bytes]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def request_json(url: str, method: str = "GET", body: dict | None = None,
+                 headers: dict | None = None) -> object:
+    status, data = request(url, method, body, headers)
+    if status >= 300:
+        raise RuntimeError(f"{method} {url}: {status} {data[:200]!r}")
+    return json.loads(data)
+
+
+def wrk(url: str, seconds: float, script: str | None = None, connections: int = 32,
+        env: dict | None = None) -> dict:
+    """Run wrk (1 thread, ``connections`` connections); returns req/s and non-2xx count."""
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency"]
+    if script:
+        argv += ["-s", str(BENCH / "wrk" / script)]
+    out = subprocess.run(argv + [url], capture_output=True, text=True, check=True,
+                         env={**os.environ, **(env or {})}).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*", out)
+    return {"rps": rps, "non2xx": int(bad.group(1)) if bad else 0,
+            "socket_errors": errors.group(0) if errors else ""}
+
+
+def blocker_job(url: str, headers: dict | None = None, slots: int = 1) -> None:
+    """Fill every slot with a sleeping job so benchmark submissions stay WAITING."""
+    for _ in range(slots):
+        request_json(url + "/jobs", "POST", {"uid": 0, "code": "import time; time.sleep(55)",
+                                             "input": "", "timeout": 60}, headers)

@@ -1,0 +1,113 @@
+"""Trivial python jobs completed/s end to end, against a bare spawn loop.
+
+orq: submit N ``print(1)`` jobs over HTTP (16 in flight), wait until every one is DONE.
+Baseline: spawn ``python3 -c 'print(1)'`` N times with the same parallelism (orq's slots)
+and read its output, with nothing else around it.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from common import median, orq_server, request_json
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+PYTHON = "/usr/bin/python3"  # what orq's config runs python jobs with
+
+
+async def spawn_loop(count: int, parallel: int) -> float:
+    """Seconds for ``count`` bare spawns, ``parallel`` at a time."""
+    sem = asyncio.Semaphore(parallel)
+
+    async def one() -> None:
+        async with sem:
+            proc = await asyncio.create_subprocess_exec(
+                PYTHON, "-c", "print(1)", stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE)
+            out, _ = await proc.communicate()
+            assert out == b"1\n" and proc.returncode == 0
+    start = time.monotonic()
+    await asyncio.gather(*(one() for _ in range(count)))
+    return time.monotonic() - start
+
+
+async def submit_all(url: str, count: int, code: str = "print(1)", in_flight: int = 16,
+                     uids: int = 50, headers: dict | None = None) -> list[int]:
+    """POST ``count`` jobs, ``in_flight`` at a time; returns their ids."""
+    client = AsyncHTTPClient(max_clients=in_flight)
+    sem = asyncio.Semaphore(in_flight)
+
+    async def one(i: int) -> int:
+        body = json.dumps({"uid": i % uids, "code": code, "input": ""})
+        async with sem:
+            resp = await client.fetch(HTTPRequest(
+                url + "/jobs", "POST", body=body, request_timeout=120,
+                headers={"Content-Type": "application/json", **(headers or {})}))
+        return json.loads(resp.body)["job_id"]
+    return await asyncio.gather(*(one(i) for i in range(count)))
+
+
+async def wait_idle(url: str, timeout: float = 1200) -> None:
+    client = AsyncHTTPClient()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        health = json.loads((await client.fetch(url + "/healthz")).body)
+        if health["waiting"] == 0 and health["running"] == 0:
+            return
+        await asyncio.sleep(0.02)
+    raise RuntimeError("jobs did not finish in time")
+
+
+def count_status(url: str, job_ids: list[int]) -> dict[str, int]:
+    wanted, counts = set(job_ids), {}
+    before = None
+    while True:
+        page = request_json(url + "/jobs?limit=10000" + (f"&before={before}" if before else ""))
+        for job in page:
+            if job["job_id"] in wanted:
+                counts[job["status"]] = counts.get(job["status"], 0) + 1
+        if len(page) < 10000:
+            return counts
+        before = page[-1]["job_id"]
+
+
+async def orq_run(url: str, count: int) -> float:
+    start = time.monotonic()
+    job_ids = await submit_all(url, count)
+    await wait_idle(url)
+    elapsed = time.monotonic() - start
+    counts = count_status(url, job_ids)
+    if counts.get("DONE") != count:
+        raise RuntimeError(f"not every job ended DONE: {counts}")
+    return elapsed
+
+
+def run(reps: int = 3, count: int = 500) -> list[dict]:
+    slots = os.cpu_count() or 1
+    rows = []
+    tmp = Path(tempfile.mkdtemp(prefix="orq-bench-e2e-"))
+    try:
+        with orq_server(tmp / "data", "open", ["--slots", str(slots)]).start() as orq:
+            asyncio.run(orq_run(orq.url, 20))  # warm-up: first runs pay cold caches
+            for _ in range(reps):
+                base = count / asyncio.run(spawn_loop(count, slots))
+                mine = count / asyncio.run(orq_run(orq.url, count))
+                rows.append((base, mine))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    ratios = [m / b for b, m in rows]
+    return [{"figure": f"trivial python jobs completed/s ({count} x print(1), all DONE)",
+             "baseline": f"bare spawn loop, {slots} parallel",
+             "baseline_value": f"{median([b for b, _ in rows]):.1f}/s",
+             "value": f"{median([m for _, m in rows]):.1f}/s",
+             "ratio": median(ratios), "target": ">= 0.85x", "met": median(ratios) >= 0.85,
+             "detail": f"slots={slots}; ratios per rep: " + ", ".join(f"{r:.2f}" for r in ratios)}]
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(reps=1, count=100), indent=1))

@@ -1,0 +1,115 @@
+"""orq's benchmark suite: one command, ratios to baselines measured in the same run.
+
+    .venv/bin/python bench/run.py            # full run (~15-25 min on 2 cores)
+    .venv/bin/python bench/run.py --quick    # smaller counts, one repetition (~3 min)
+    .venv/bin/python bench/run.py --only http,ws
+
+Writes the results table into docs/PERFORMANCE.md (between the RESULTS markers; the
+rest of that file is kept) and the raw figures to bench/results/last.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bigdb
+import e2e
+import flood
+import http_figures
+import ws_latency
+from common import BENCH, REPO, RESULTS
+
+DOC = REPO / "docs" / "PERFORMANCE.md"
+BEGIN, END = "<!-- RESULTS:BEGIN -->", "<!-- RESULTS:END -->"
+COMMANDS = {"http": "bench/http_figures.py", "e2e": "bench/e2e.py", "ws": "bench/ws_latency.py",
+            "bigdb": "bench/bigdb.py", "flood": "bench/flood.py"}
+
+
+def suites(quick: bool) -> dict:
+    if quick:
+        return {"http": lambda: http_figures.run(reps=1, seconds=3),
+                "e2e": lambda: e2e.run(reps=1, count=100),
+                "ws": lambda: ws_latency.run(jobs=30),
+                "bigdb": lambda: bigdb.run(jobs=100_000, users=1000, requests=200),
+                "flood": lambda: flood.run(count=500)}
+    return {"http": lambda: http_figures.run(reps=3, seconds=5),
+            "e2e": lambda: e2e.run(reps=3, count=500),
+            "ws": lambda: ws_latency.run(jobs=100),
+            "bigdb": lambda: bigdb.run(),
+            "flood": lambda: flood.run()}
+
+
+def table(rows: list[dict], header: str) -> str:
+    lines = [header, "",
+             ("| figure | baseline (same run) | baseline value | orq | ratio | target | met |"
+             " reproduce |"), "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-"
+        lines.append(f"| {r['figure']} | {r['baseline']} | {r['baseline_value']} | {r['value']}"
+                     f" | {ratio} | {r['target']} | {'yes' if r['met'] else '**no**'} |"
+                     f" `{r['command']}` |")
+    lines += ["", "Details:", ""] + [f"- {r['figure']}: {r['detail']}" for r in rows]
+    return "\n".join(lines)
+
+
+def write_doc(text: str) -> None:
+    doc = DOC.read_text() if DOC.exists() else f"# Performance\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in doc:
+        doc += f"\n{BEGIN}\n{END}\n"
+    head, rest = doc.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    DOC.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+
+
+def run_bench_jobs(quick: bool) -> None:
+    """The warm-runner engineer's bench/bench_jobs.py, when present (it reports itself)."""
+    script = BENCH / "bench_jobs.py"
+    if script.exists():
+        argv = [sys.executable, str(script)] + (["--quick"] if quick else [])
+        print("running", " ".join(argv), flush=True)
+        subprocess.run(argv, cwd=REPO, check=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small counts, one repetition")
+    parser.add_argument("--only", default="", help="comma list of: " + ", ".join(COMMANDS))
+    parser.add_argument("--no-doc", action="store_true", help="do not rewrite PERFORMANCE.md")
+    args = parser.parse_args(argv)
+    chosen = [s for s in args.only.split(",") if s] or list(COMMANDS)
+    rows, started = [], time.time()
+    for name, fn in suites(args.quick).items():
+        if name not in chosen:
+            continue
+        print(f"== {name}", flush=True)
+        for row in fn():
+            row["command"] = f".venv/bin/python bench/run.py --only {name}" + \
+                (" --quick" if args.quick else "")
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    if not args.only:
+        run_bench_jobs(args.quick)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "last.json").write_text(json.dumps(rows, indent=1))
+    header = (f"Measured {time.strftime('%Y-%m-%d %H:%M', time.localtime(started))} on "
+              f"{platform.node()} ({platform.machine()}, {_cores()} cores, shared), "
+              f"{'--quick' if args.quick else 'full'} run; medians of the repetitions.")
+    if not args.no_doc:
+        write_doc(table(rows, header))
+    return 0 if all(r["met"] for r in rows) else 1
+
+
+def _cores() -> int:
+    import os
+    return os.cpu_count() or 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""The SQLite layer: list queries use indexes, group commit keeps every write, one by one."""
+from __future__ import annotations
+
+import asyncio
+import itertools
+from pathlib import Path
+
+import pytest
+
+from server.store import Database, JobStore, StoreError, UserExists, UserStore
+
+LIMITS = {"timeout_s": 10.0, "memory_mb": 256, "cpus": 1.0, "io_weight": 500}
+NOW = "2024-01-01T00:00:00.000000Z"
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def _opened(path: Path) -> tuple[Database, JobStore]:
+    db = Database(path)
+    await db.open()
+    return db, JobStore(db)
+
+
+async def _plan(db: Database, sql: str, params: list) -> str:
+    rows = await db.fetchall("EXPLAIN QUERY PLAN " + sql, params)
+    return " | ".join(row["detail"] for row in rows)
+
+
+FILTERS = list(itertools.product((None, 3), (None, "DONE"), (None, 500)))
+
+
+@pytest.mark.parametrize("uid,status,before", FILTERS)
+def test_every_list_query_is_served_by_an_index_in_job_id_order(tmp_path, uid, status, before):
+    async def check() -> str:
+        db, store = await _opened(tmp_path / "orq.db")
+        try:
+            sql, params = store._list_query(uid, status, 100, before)
+            return await _plan(db, sql, params)
+        finally:
+            await db.close()
+    plan = run(check())
+    assert "TEMP B-TREE" not in plan, plan  # ORDER BY job_id DESC comes from the index
+    if uid is not None or status is not None:
+        wanted = {(True, False): "jobs_by_uid", (False, True): "jobs_by_status",
+                  (True, True): "jobs_by_uid_status"}[(uid is not None, status is not None)]
+        assert plan.startswith(f"SEARCH jobs USING INDEX {wanted} "), plan
+    elif before is not None:
+        assert plan.startswith("SEARCH jobs USING INTEGER PRIMARY KEY (rowid<?)"), plan
+    else:  # the table itself is in job_id order: walked backwards, stopped at LIMIT
+        assert plan == "SCAN jobs", plan
+
+
+def test_unfinished_and_counts_use_the_status_index(tmp_path):
+    async def check() -> list[str]:
+        db, _ = await _opened(tmp_path / "orq.db")
+        try:
+            return [await _plan(db, "SELECT job_id, uid, status, attempts FROM jobs WHERE status"
+                                " IN ('WAITING', 'RUNNING') ORDER BY job_id", []),
+                    await _plan(db, "SELECT status, count(*) FROM jobs GROUP BY status", [])]
+        finally:
+            await db.close()
+    for plan in run(check()):
+        assert "jobs_by_status" in plan, plan
+
+
+def test_concurrent_inserts_are_all_kept_with_distinct_increasing_ids(tmp_path):
+    async def scenario() -> tuple[list[int], list[dict]]:
+        db, store = await _opened(tmp_path / "orq.db")
+        try:
+            ids = await asyncio.gather(*(store.insert(i % 7, "python", f"print({i})", "",
+                                                      LIMITS, NOW) for i in range(300)))
+            return ids, await store.list(limit=1000)
+        finally:
+            await db.close()
+    ids, listed = run(scenario())
+    assert len(set(ids)) == 300
+    assert sorted(j["job_id"] for j in listed) == sorted(ids)
+    assert [j["job_id"] for j in listed] == sorted(ids, reverse=True)
+
+
+def test_a_failing_write_in_a_batch_fails_alone(tmp_path):
+    async def scenario():
+        db, store = await _opened(tmp_path / "orq.db")
+        users = UserStore(db)
+        try:
+            await users.create(5, "hash", False, NOW)
+            results = await asyncio.gather(
+                store.insert(1, "python", "a", "", LIMITS, NOW),
+                users.create(5, "other", False, NOW),
+                store.insert(2, "python", "b", "", LIMITS, NOW), return_exceptions=True)
+            return results, await store.list(), await users.get(5)
+        finally:
+            await db.close()
+    results, listed, user = run(scenario())
+    assert isinstance(results[1], UserExists)
+    assert isinstance(results[0], int) and isinstance(results[2], int)
+    assert {j["uid"] for j in listed} == {1, 2}
+    assert user["password_hash"] == "hash"
+
+
+def test_writes_after_close_raise_a_store_error(tmp_path):
+    async def scenario():
+        db, store = await _opened(tmp_path / "orq.db")
+        await db.close()
+        db.conn = _ClosedConn()
+        await store.insert(1, "python", "a", "", LIMITS, NOW)
+    with pytest.raises(StoreError):
+        run(scenario())
+
+
+class _ClosedConn:
+    """What the connection looks like to _flush once the database thread is gone."""
+
+    _conn = None
+
+    async def _execute(self, *args):
+        raise ValueError("Connection closed")
+
+
+def test_state_changes_are_durable_and_final_states_never_change(tmp_path):
+    async def scenario():
+        db, store = await _opened(tmp_path / "orq.db")
+        job_id = await store.insert(1, "python", "print(1)", "", LIMITS, NOW)
+        assert await store.mark_running(job_id, NOW)
+        assert not await store.mark_running(job_id, NOW)
+        assert await store.finish(job_id, "DONE", {"result": "1\n", "exit_code": 0})
+        assert not await store.finish(job_id, "ERROR", {"exit_code": 1})
+        await db.close()
+        db, store = await _opened(tmp_path / "orq.db")
+        try:
+            return await store.get(job_id, with_source=True), await store.status_counts()
+        finally:
+            await db.close()
+    job, counts = run(scenario())
+    assert (job["status"], job["result"], job["exit_code"], job["attempts"]) == \
+        ("DONE", "1\n", 0, 1)
+    assert job["code"] == "print(1)"
+    assert counts["DONE"] == 1 and counts["WAITING"] == 0

@@ -16,7 +16,8 @@ deploy_local() {
 }
 
 deploy_lambda() {
-  ensure_venv "." >/dev/null
+  # (re)install the venv only when it cannot run the deploy code yet
+  "$VENV/bin/python" -c "import boto3, server.deploy_lambda" 2>/dev/null || ensure_venv "." >/dev/null
   exec "$VENV/bin/python" -m server.deploy_lambda "$@"
 }
 

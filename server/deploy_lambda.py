@@ -76,7 +76,19 @@ def ensure_role(iam, name: str, function: str, region: str) -> str:
     account = arn.split(":")[4]
     iam.put_role_policy(RoleName=name, PolicyName=LOGS_POLICY_NAME,
                         PolicyDocument=json.dumps(logs_policy(region, account, function)))
+    _drop_other_policies(iam, name)
     return arn
+
+
+def _drop_other_policies(iam, role: str) -> None:
+    """The role is the function's own: anything beyond the logs policy is removed."""
+    for policy in iam.list_role_policies(RoleName=role)["PolicyNames"]:
+        if policy != LOGS_POLICY_NAME:
+            say(f"removing inline policy {policy} from {role} (least privilege)")
+            iam.delete_role_policy(RoleName=role, PolicyName=policy)
+    for policy in iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]:
+        say(f"detaching {policy['PolicyName']} from {role} (least privilege)")
+        iam.detach_role_policy(RoleName=role, PolicyArn=policy["PolicyArn"])
 
 
 def ensure_function(lam, args: argparse.Namespace, role_arn: str, code: bytes) -> dict:

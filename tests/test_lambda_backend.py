@@ -176,3 +176,15 @@ def test_missing_function_refuses_to_start(fake, tmp_path):
     message = str(info.value)
     assert "no-such-fn not found" in message and "scripts/deploy.sh lambda" in message
     assert "Traceback" not in message
+
+
+def test_sigterm_does_not_wait_for_lambda(lambda_server, fake):
+    """Lambda cannot be stopped: a stopping server leaves the job RUNNING (it runs again
+    after a restart) instead of waiting for the invocation to answer."""
+    srv = lambda_server()
+    job_id = srv.submit("import time\ntime.sleep(40)", timeout=60)
+    _poll(lambda: srv.request("GET", f"/jobs/{job_id}").json["status"] == "RUNNING")
+    began = time.monotonic()
+    assert srv.stop() == 0  # conftest kills it (-9) after 15 s
+    assert time.monotonic() - began < 15
+    assert fake.stats()["completed"] == 0

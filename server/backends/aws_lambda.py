@@ -1,6 +1,6 @@
 """The Lambda backend: each job is one synchronous invocation of the deployed runner
-(``server/runner/lambda_handler.py``), made through boto3 in a thread executor behind a
-semaphore (``lambda_concurrency`` at once).
+(``server/runner/lambda_handler.py``), made through boto3 in worker threads (a small
+daemon-thread executor, ``in_thread``) behind a semaphore (``lambda_concurrency`` at once).
 
 When a job becomes RUNNING: the invocation is sent while the job is still WAITING. If
 Lambda bounces it within ``GRACE_S`` (throttling, a function still Pending or being
@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import random
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from dataclasses import dataclass
 
 import boto3
@@ -70,9 +70,9 @@ class LambdaBackend(Backend):
         self.config = config
         self.function = config.lambda_function
         self.region: str | None = config.lambda_region
-        self._executor = ThreadPoolExecutor(config.lambda_concurrency,
-                                            thread_name_prefix="orq-lambda")
         self._sem: asyncio.Semaphore | None = None
+        self._in_flight: set[asyncio.Future] = set()  # invocations Lambda has not answered
+        self._stopping = False
         self._client = None
         self._active: set[int] = set()
         self._cancelled: set[int] = set()
@@ -84,20 +84,19 @@ class LambdaBackend(Backend):
 
     def info(self) -> dict:
         return {**super().info(), "function": self.function, "region": self.region,
-                "in_flight": self.capacity - (self._sem._value if self._sem else self.capacity)}
+                "in_flight": len(self._in_flight)}
 
     async def start(self) -> None:
         self._sem = asyncio.Semaphore(self.config.lambda_concurrency)
-        loop = asyncio.get_running_loop()
         try:
             self.region = resolve_region(self.config.lambda_region)
             if not self.region:
                 raise BackendUnavailable("no AWS region for the Lambda backend: set AWS_REGION"
                                          " or --lambda-region / ORQ_LAMBDA_REGION")
-            self._client = await loop.run_in_executor(self._executor, self._make_client)
+            self._client = await in_thread(self._make_client)
         except BotoCoreError as exc:
             raise BackendUnavailable(f"AWS configuration: {exc}") from exc
-        conf = await loop.run_in_executor(self._executor, self._check_function)
+        conf = await in_thread(self._check_function)
         state = conf.get("State", "Active")
         if state == "Failed":
             raise BackendUnavailable(
@@ -136,8 +135,12 @@ class LambdaBackend(Backend):
             raise BackendUnavailable(f"cannot reach AWS Lambda: {exc}") from exc
 
     async def stop(self) -> None:
-        # in-flight invocations cannot be stopped; their jobs run again after a restart
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Lambda cannot stop in-flight invocations: stop waiting for them (their jobs stay
+        RUNNING and run again after a restart)."""
+        self._stopping = True
+        for fut in list(self._in_flight):
+            if not fut.done():
+                fut.set_exception(BackendError("the server is stopping"))
 
     async def cancel(self, job_id: int) -> None:
         self._bounces.pop(job_id, None)
@@ -176,12 +179,11 @@ class LambdaBackend(Backend):
     async def _invoke(self, payload: bytes, state: _Attempt) -> dict | None:
         """One invocation; the result, or None when the job was cancelled before it started."""
         await self._sem.acquire()
-        try:
-            fut = asyncio.get_running_loop().run_in_executor(self._executor, self._call,
-                                                             payload)
-        except RuntimeError as exc:  # executor shut down: the server is stopping
+        if self._stopping:
             self._sem.release()
-            raise BackendError("the server is shutting down") from exc
+            raise BackendError("the server is stopping")
+        fut = in_thread(self._call, payload)
+        self._in_flight.add(fut)
         fut.add_done_callback(self._done)  # the slot is held until Lambda answers
         if not state.started:
             done, _ = await asyncio.wait({fut}, timeout=GRACE_S)
@@ -193,6 +195,7 @@ class LambdaBackend(Backend):
         return await fut
 
     def _done(self, fut: asyncio.Future) -> None:
+        self._in_flight.discard(fut)
         self._sem.release()
         if not fut.cancelled():
             fut.exception()  # retrieved: a dropped (cancelled) job's error is not logged
@@ -225,6 +228,34 @@ class LambdaBackend(Backend):
         self._bounces[job_id] = n + 1
         base, cap = BACKOFF[kind]
         return min(cap, base * 2 ** min(n, 10)) * random.uniform(0.5, 1.0)
+
+
+def in_thread(fn, *args) -> asyncio.Future:
+    """Run a blocking boto3 call in a daemon worker thread (the caller bounds how many run at
+    once): a stopping server never waits for Lambda to answer, as a ThreadPoolExecutor's
+    joined threads would."""
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+
+    def settle(result, exc: BaseException | None) -> None:
+        if fut.done():
+            return
+        if exc is None:
+            fut.set_result(result)
+        else:
+            fut.set_exception(exc)
+
+    def work() -> None:
+        try:
+            outcome = (fn(*args), None)
+        except Exception as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+            outcome = (None, exc)
+        try:
+            loop.call_soon_threadsafe(settle, *outcome)
+        except RuntimeError:
+            pass  # the loop is closed: the server has stopped
+    threading.Thread(target=work, name="orq-lambda", daemon=True).start()
+    return fut
 
 
 def event(spec: JobSpec) -> dict:

@@ -82,6 +82,11 @@ async def orq_run(url: str, count: int) -> float:
     await wait_idle(url)
     elapsed = time.monotonic() - start
     counts = count_status(url, job_ids)
+    for _ in range(100):  # /healthz said idle; the store must agree within a few seconds
+        if counts.get("DONE") == count:
+            break
+        await asyncio.sleep(0.1)
+        counts = count_status(url, job_ids)
     if counts.get("DONE") != count:
         raise RuntimeError(f"not every job ended DONE: {counts}")
     return elapsed

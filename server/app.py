@@ -5,6 +5,7 @@ import argparse
 import asyncio
 import getpass
 import logging
+import os
 import re
 import signal
 import sys
@@ -64,8 +65,17 @@ def make_backend(config: Config) -> Backend:
     return LocalBackend(config)
 
 
+def check_data_dir(config: Config) -> None:
+    """Refuse, in one clear line, a data dir the database cannot be written in."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    if not os.access(config.data_dir, os.W_OK):
+        raise StoreError(f"the data directory {config.data_dir} is not writable (read-only "
+                         "file system or permissions); orq keeps its database there")
+
+
 async def build(config: Config, backend: Backend | None = None) -> App:
     """Open the store, start the backend, recover unfinished jobs."""
+    check_data_dir(config)
     db = Database(config.db_path)
     await db.open()
     store = JobStore(db)

@@ -11,10 +11,11 @@ from .backends.base import Backend, BackendError, JobSpec, Retry, RunHooks
 from .config import Config
 from .events import EventBus
 from .runner import core
-from .store import FINAL, JobStore
+from .store import FINAL, JobStore, StoreError
 
 log = logging.getLogger("orq.jobs")
 MAX_ATTEMPTS = 2  # a job interrupted this many times by a crash ends ERROR "interrupted"
+STORE_RETRY_S = 1.0  # while the store refuses writes (disk full), try again this often
 
 
 class JobError(Exception):
@@ -134,9 +135,13 @@ class JobService:
                            f"user {uid} already has {self.unfinished[uid]} unfinished jobs "
                            f"(the limit is {self.config.max_unfinished_per_user}); "
                            "wait for some to finish", retry_after=5)
-        job_id = await self.store.insert(uid, language, code, input_text, limits.as_dict(),
-                                         timeutil.now())
-        self.unfinished[uid] += 1
+        self.unfinished[uid] += 1  # reserved before the await: concurrent submits see it
+        try:
+            job_id = await self.store.insert(uid, language, code, input_text,
+                                             limits.as_dict(), timeutil.now())
+        except BaseException:
+            self._release(uid)
+            raise
         self.queue.push(uid, job_id)
         metrics.JOBS_SUBMITTED.inc()
         await self._publish(job_id)
@@ -146,9 +151,10 @@ class JobService:
     async def cancel(self, job: dict) -> dict:
         if job["status"] in FINAL:
             raise JobError(409, "already_final", f"job {job['job_id']} is already {job['status']}")
-        self.queue.remove(job["uid"], job["job_id"])
         fields = {"error": core.CANCELLED, "finished_at": timeutil.now()}
+        # final first: a store that cannot take the write (503) leaves the job queued
         if await self._finish(job["job_id"], "CANCELLED", fields):
+            self.queue.remove(job["uid"], job["job_id"])
             await self.backend.cancel(job["job_id"])
         return await self.store.get(job["job_id"])
 
@@ -192,9 +198,14 @@ class JobService:
     async def _run(self, uid: int, job_id: int) -> None:
         try:
             await self._run_once(uid, job_id)
+        except StoreError as exc:
+            # it never became RUNNING (that write failed and was rolled back): it stays
+            # WAITING on disk, so it stays queued here too and is tried again
+            log.warning("job %d waits: the store cannot take writes (%s)", job_id, exc)
+            self._requeue_later(uid, job_id, STORE_RETRY_S)
         except Exception:
             log.exception("job %d: unexpected failure", job_id)
-            await self._finish(job_id, "ERROR", {"error": "backend: internal error"})
+            await self._finish_durably(job_id, "ERROR", {"error": "backend: internal error"})
 
     async def _run_once(self, uid: int, job_id: int) -> None:
         job = await self.store.get(job_id, with_source=True)
@@ -221,7 +232,7 @@ class JobService:
         if result.get("error") == core.CANCELLED:
             return  # cancel() already made it final
         fields = {**result, "result": result.get("stdout", ""), "finished_at": timeutil.now()}
-        await self._finish(job_id, status, fields)
+        await self._finish_durably(job_id, status, fields)
 
     async def _started(self, job_id: int) -> bool:
         if not await self.store.mark_running(job_id, timeutil.now()):
@@ -234,11 +245,29 @@ class JobService:
         changed = await self.store.finish(job_id, status, fields)
         if changed:
             job = await self._publish(job_id)
-            self.unfinished[job["uid"]] -= 1
-            if self.unfinished[job["uid"]] <= 0:
-                del self.unfinished[job["uid"]]
+            self._release(job["uid"])
             metrics.job_finished(job)
         return changed
+
+    async def _finish_durably(self, job_id: int, status: str, fields: dict) -> None:
+        """Keep trying to save a result while the store refuses writes (disk full).
+
+        Until then the job holds its slot; on shutdown it stays RUNNING and runs again.
+        """
+        while True:
+            try:
+                await self._finish(job_id, status, fields)
+                return
+            except StoreError as exc:
+                if self._closing:
+                    return
+                log.warning("job %d: cannot save its result yet (%s); retrying", job_id, exc)
+                await asyncio.sleep(STORE_RETRY_S)
+
+    def _release(self, uid: int) -> None:
+        self.unfinished[uid] -= 1
+        if self.unfinished[uid] <= 0:
+            del self.unfinished[uid]
 
     async def _publish(self, job_id: int) -> dict:
         job = await self.store.get(job_id)

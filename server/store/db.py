@@ -82,15 +82,19 @@ class Database:
                 await self.conn.execute(f"PRAGMA {pragma}")
             await self._check_integrity()
             await self._migrate()
-        except sqlite3.DatabaseError as exc:
-            await self.close()
-            raise StoreError(f"cannot open the database {self.path}: {exc}") from exc
+        except BaseException as exc:
+            await self.close()  # also on StoreError: a live connection thread keeps the process up
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise StoreError(f"cannot open the database {self.path}: {exc}") from exc
+            raise
 
     async def _check_integrity(self) -> None:
         row = await self.fetchone("PRAGMA quick_check")
         if row is None or row[0] != "ok":
-            raise StoreError(f"the database {self.path} is corrupt ({row[0] if row else '?'});"
-                             " restore it from a backup or move it away")
+            # one line: quick_check may list hundreds of damaged pages
+            problems = [p for p in (row[0] if row else "?").splitlines() if "***" not in p]
+            raise StoreError(f"the database {self.path} is corrupt ({problems[0] if problems else '?'}"
+                             f"; {len(problems)} problems); restore it from a backup or move it away")
 
     async def _migrate(self) -> None:
         version = (await self.fetchone("PRAGMA user_version"))[0]

@@ -1,0 +1,159 @@
+"""Helpers shared by the load, crash, fault and slowloris tests and bench/soak.py.
+
+Plain HTTP over keep-alive connections from a thread pool: no mocks, the real server.
+"""
+from __future__ import annotations
+
+import collections
+import http.client
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+FINAL = ("DONE", "ERROR", "CANCELLED")
+
+
+class Client:
+    """One keep-alive HTTP/1.1 connection to 127.0.0.1; reconnects after any error."""
+
+    def __init__(self, port: int, timeout: float = 60) -> None:
+        self.port, self.timeout = port, timeout
+        self.conn: http.client.HTTPConnection | None = None
+
+    def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, object]:
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        try:
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port,
+                                                       timeout=self.timeout)
+            self.conn.request(method, path, body=data, headers=headers)
+            resp = self.conn.getresponse()
+            raw = resp.read()
+        except (OSError, http.client.HTTPException):
+            self.close()
+            raise
+        return resp.status, (json.loads(raw) if raw else None)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+@dataclass
+class Ledger:
+    """What the server acknowledged (201) and what it refused, across threads."""
+    acked: dict[int, int] = field(default_factory=dict)  # job_id -> uid
+    refused: collections.Counter = field(default_factory=collections.Counter)
+    duplicates: list[int] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def ack(self, job_id: int, uid: int) -> None:
+        with self.lock:
+            if job_id in self.acked:
+                self.duplicates.append(job_id)
+            self.acked[job_id] = uid
+
+
+def submit_all(port: int, work: Iterable[tuple[int, str]], threads: int = 16,
+               ledger: Ledger | None = None, stop: threading.Event | None = None) -> Ledger:
+    """POST /jobs for every (uid, code), ``threads`` connections at once.
+
+    Connection errors (a killed server) count as refused and are not retried: a job is
+    only ever expected to exist when its 201 arrived.
+    """
+    ledger = ledger or Ledger()
+    items = list(work)
+    lock = threading.Lock()
+    cursor = iter(items)
+
+    def worker() -> None:
+        client = Client(port)
+        while not (stop and stop.is_set()):
+            with lock:
+                item = next(cursor, None)
+            if item is None:
+                break
+            uid, code = item
+            try:
+                status, body = client.call("POST", "/jobs", {"uid": uid, "code": code,
+                                                            "input": ""})
+            except (OSError, http.client.HTTPException) as exc:
+                ledger.refused[type(exc).__name__] += 1
+                time.sleep(0.05)
+                continue
+            if status == 201:
+                ledger.ack(body["job_id"], uid)
+            else:
+                ledger.refused[status] += 1
+        client.close()
+    with ThreadPoolExecutor(threads) as pool:
+        for future in [pool.submit(worker) for _ in range(threads)]:
+            future.result()
+    return ledger
+
+
+def all_jobs(port: int, status: str | None = None) -> list[dict]:
+    """Every job on the server (pages through ?before=), newest first."""
+    client, jobs, before = Client(port), [], None
+    while True:
+        query = "/jobs?limit=10000" + (f"&status={status}" if status else "")
+        query += f"&before={before}" if before else ""
+        code, page = client.call("GET", query)
+        assert code == 200, page
+        jobs.extend(page)
+        if len(page) < 10000:
+            client.close()
+            return jobs
+        before = page[-1]["job_id"]
+
+
+def wait_all_final(port: int, timeout: float) -> list[dict]:
+    """Poll until no job is WAITING or RUNNING; return every job."""
+    deadline = time.monotonic() + timeout
+    while True:
+        jobs = all_jobs(port)
+        open_jobs = [j for j in jobs if j["status"] not in FINAL]
+        if not open_jobs:
+            return jobs
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(open_jobs)} jobs never finished, e.g. {open_jobs[:3]}")
+        time.sleep(0.5)
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def integrity(db_path: Path) -> str:
+    """PRAGMA integrity_check of a database no server has open."""
+    conn = sqlite3.connect(str(db_path))
+    try:
+        return conn.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def max_spread(order: list[int], uids: Iterable[int]) -> int:
+    """Largest (max - min) of jobs started per user over every prefix of the start order.
+
+    Round-robin keeps this near 1; first-come-first-served of a user-sorted backlog
+    makes it as large as one user's whole backlog.
+    """
+    counts = dict.fromkeys(uids, 0)
+    worst = 0
+    for uid in order:
+        counts[uid] += 1
+        worst = max(worst, max(counts.values()) - min(counts.values()))
+        if min(counts.values()) > 0:
+            counts = {u: c - 1 for u, c in counts.items()}
+    return worst

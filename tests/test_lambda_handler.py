@@ -187,3 +187,13 @@ def _alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"
+
+
+def test_answer_fits_lambdas_response_limit(lam):
+    """Control characters take 6 bytes each in the JSON answer: 2 MB of them would be a
+    12 MB answer, which Lambda refuses; the handler trims the output instead."""
+    res = lam.run("import sys\nsys.stdout.write('\\x01' * 2_000_000)",
+                  output_cap=4 * 1024 * 1024)
+    assert len(json.dumps(res)) <= 5_500_000
+    assert res["truncated"] is True and res["error"] == "output_limit"
+    assert 100_000 < len(res["stdout"]) < 2_000_000 and set(res["stdout"]) == {"\x01"}

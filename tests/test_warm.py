@@ -56,8 +56,17 @@ def descendants(root: int) -> dict[int, str]:
 
 
 def runners(srv: OrqServer) -> list[int]:
-    return [pid for pid, cmd in descendants(srv.proc.pid).items()
-            if RUNNER_MARK in cmd and "bwrap" not in cmd]
+    """Runner processes (not the per-job children they fork, which share their command line)."""
+    procs = descendants(srv.proc.pid)
+    return sorted(pid for pid, cmd in procs.items() if RUNNER_MARK in cmd and "bwrap" not in cmd
+                  and procs.get(parent(pid), "").split(" ")[0].endswith("bwrap"))
+
+
+def parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def health(srv: OrqServer) -> dict:

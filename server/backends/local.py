@@ -129,12 +129,19 @@ class LocalBackend(Backend):
     async def run(self, spec: JobSpec, hooks: RunHooks) -> dict:
         cgroup = self.cgroups.create(f"job-{spec.job_id}-{spec.attempt}", spec.memory_mb,
                                      spec.cpus, self.config.max_pids, spec.io_weight)
-        try:
-            if spec.language == "python" and self.warm is not None:
+        if spec.language == "python" and self.warm is not None:
+            try:
                 result = await self.warm.run(spec, hooks, cgroup, self._runs,
                                              rlimits(spec, self.config, cgroup is not None))
-                if result is not None:
-                    return result
+            except BaseException:
+                if cgroup is not None:
+                    cgroup.remove()
+                raise
+            if result is not None:
+                if cgroup is not None:  # its processes are SIGKILLed already, just not reaped
+                    self.warm.remove_later(cgroup)
+                return result
+        try:
             return await self._run(spec, hooks, cgroup)
         finally:
             if cgroup is not None:

@@ -102,17 +102,20 @@ def serve(chan: Channel) -> None:
 
 def run_one(chan: Channel, msg: dict, fds: list[int]) -> None:
     go_r, go_w = os.pipe()
+    status_r, status_w = os.pipe()  # G reports the job's status before its namespace is torn down
     pid = os.fork()
     if pid == 0:
         try:
             chan.sock.close()
             os.close(go_w)
-            job_child(msg, fds, go_r)
+            os.close(status_r)
+            job_child(msg, fds, go_r, status_w)
         except BaseException:  # noqa: BLE001 - report it on the job's stderr, never return
             traceback.print_exc()
         finally:
             os._exit(125)
     os.close(go_r)
+    os.close(status_w)
     for fd in fds:
         os.close(fd)
     chan.send({"pid": pid})
@@ -122,15 +125,20 @@ def run_one(chan: Channel, msg: dict, fds: list[int]) -> None:
     if reply is not None and reply.get("go"):
         os.write(go_w, b"g")
     os.close(go_w)
+    early = os.read(status_r, 16)  # empty when G died without reporting (killed)
+    os.close(status_r)
+    if early and reply is not None:
+        chan.send({"exit": int(early)})
     _, status = os.waitpid(pid, 0)
     if reply is None:
         raise SystemExit(0)  # the server went away
-    chan.send({"exit": status_code(status)})
+    if not early:
+        chan.send({"exit": status_code(status)})
 
 
 # -- C: the job's child, before and after it enters its namespaces ------------------------
 
-def job_child(msg: dict, fds: list[int], go_r: int) -> None:
+def job_child(msg: dict, fds: list[int], go_r: int, status_w: int) -> None:
     if os.read(go_r, 1) != b"g":
         os._exit(126)  # the server aborted the job before it started
     os.close(go_r)
@@ -145,8 +153,9 @@ def job_child(msg: dict, fds: list[int], go_r: int) -> None:
     pid = os.fork()
     if pid == 0:
         os.close(alive_w)
-        job_init(msg, source, alive_r)
+        job_init(msg, source, alive_r, status_w)
     os.close(alive_r)
+    os.close(status_w)
     for fd in (0, 1, 2):
         os.close(fd)
     _, status = os.waitpid(pid, 0)
@@ -155,7 +164,7 @@ def job_child(msg: dict, fds: list[int], go_r: int) -> None:
 
 # -- G: PID 1 of the job's namespace ------------------------------------------------------
 
-def job_init(msg: dict, source: bytes, alive_r: int) -> None:
+def job_init(msg: dict, source: bytes, alive_r: int, status_w: int) -> None:
     try:
         check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "pdeathsig")
         if select.select([alive_r], [], [], 0)[0]:
@@ -175,6 +184,11 @@ def job_init(msg: dict, source: bytes, alive_r: int) -> None:
     while True:  # reap orphans until the job itself ends
         done, status = os.wait()
         if done == pid:
+            try:
+                os.kill(-1, signal.SIGKILL)  # everything else in the namespace
+            except ProcessLookupError:
+                pass
+            os.write(status_w, str(status_code(status)).encode())
             os._exit(status_code(status))
 
 

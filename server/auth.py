@@ -17,6 +17,7 @@ from .store import TokenStore, UserStore
 BCRYPT_COST = 12
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
+MAX_PASSWORD_BYTES = 72  # bcrypt reads no further (and bcrypt >= 4.1 raises beyond it)
 CACHE_TTL_S = 60.0
 FAIL_WINDOW_S = 60.0
 FAIL_LIMIT_UID = 5  # failures per uid per window before 429
@@ -40,6 +41,8 @@ def _hash_password(password: str) -> str:
 
 
 def _check_password(password: str, hashed: str) -> bool:
+    if len(password.encode()) > MAX_PASSWORD_BYTES:
+        return False  # no such password can have been registered
     return bcrypt.checkpw(password.encode(), hashed.encode())
 
 
@@ -49,6 +52,9 @@ def check_password_rules(password) -> None:
     if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
         raise AuthError(400, "invalid_password",
                         f"password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters long")
+    if len(password.encode()) > MAX_PASSWORD_BYTES:
+        raise AuthError(400, "invalid_password",
+                        f"password must be at most {MAX_PASSWORD_BYTES} bytes of UTF-8")
 
 
 class Throttle:

@@ -21,6 +21,7 @@ REASONS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_
 
 # JSON is also read from bodies labelled as curl -d and plain clients label them
 LENIENT_TYPES = ("", "application/json", "text/plain", "application/x-www-form-urlencoded")
+MAX_INT = 2**63 - 1  # SQLite's INTEGER: larger ids and uids are a 400, not a 500
 
 
 class ApiError(tornado.web.HTTPError):
@@ -34,8 +35,8 @@ def parse_int(value: str, name: str, low: int = 0, high: int | None = None) -> i
         number = int(value)
     except (TypeError, ValueError):
         raise ApiError(400, "invalid_parameter", f"{name} must be an integer") from None
-    if number < low or (high is not None and number > high):
-        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+    if number < low or number > (MAX_INT if high is None else high):
+        bound = f"between {low} and {MAX_INT if high is None else high}"
         raise ApiError(400, "invalid_parameter", f"{name} must be {bound}")
     return number
 
@@ -79,8 +80,15 @@ class BaseHandler(tornado.web.RequestHandler):
                 self.set_header(name, value)
         elif status_code >= 500:
             code, message = "internal_error", "the server failed to handle this request"
+        if status_code == 405:  # RFC 9110: a 405 lists the methods that do work
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(json.dumps({"error": {"code": code, "message": message}}))
+
+    def allowed_methods(self) -> list[str]:
+        base = tornado.web.RequestHandler
+        return [m for m in self.SUPPORTED_METHODS
+                if getattr(type(self), m.lower(), None) is not getattr(base, m.lower(), None)]
 
     def log_exception(self, typ, value, tb) -> None:
         if isinstance(value, ApiError):
@@ -111,6 +119,10 @@ class BaseHandler(tornado.web.RequestHandler):
             raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
         if not isinstance(body, dict):
             raise ApiError(400, "invalid_json", "the body must be a JSON object")
+        try:  # "\ud800" parses, but no UTF-8 store or hash can take a lone surrogate
+            json.dumps(body, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise ApiError(400, "invalid_json", "the body has an unpaired UTF-16 surrogate") from None
         return body
 
     # -- users ----------------------------------------------------------------------
@@ -152,7 +164,7 @@ def _parse_basic(value: str) -> tuple[int, str]:
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode()
         uid_text, sep, password = decoded.partition(":")
-        if not sep:
+        if not sep or not 0 <= int(uid_text) <= MAX_INT:
             raise ValueError
         return int(uid_text), password
     except (binascii.Error, UnicodeDecodeError, ValueError):

@@ -40,6 +40,18 @@ class EventsHandler(BaseHandler, tornado.websocket.WebSocketHandler):
             raise ApiError(exc.status, exc.code, str(exc)) from None
         self.require_user()
 
+    async def get(self, *args, **kwargs) -> None:
+        """Refuse a plain GET (or a foreign origin) with a JSON error, not Tornado's text."""
+        headers = self.request.headers
+        connection = {part.strip().lower() for part in headers.get("Connection", "").split(",")}
+        if headers.get("Upgrade", "").lower() != "websocket" or "upgrade" not in connection:
+            raise ApiError(400, "websocket_required",
+                           "GET /ws is a WebSocket: send Upgrade: websocket, Connection: Upgrade")
+        origin = headers.get("Origin")
+        if origin and not self.check_origin(origin):
+            raise ApiError(403, "origin_not_allowed", f"WebSockets from {origin} are not allowed")
+        await super().get(*args, **kwargs)
+
     def check_origin(self, origin: str) -> bool:
         """Browsers may connect from this server's own origin or a configured one."""
         parsed = urllib.parse.urlparse(origin)

@@ -1,0 +1,170 @@
+"""server/openapi.json: a valid OpenAPI 3 document that matches the routes and real answers."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import tornado.web
+from openapi_schema_validator import OAS30Validator
+from openapi_spec_validator import validate
+
+from server.routes import routes
+
+DOC_PATH = Path(__file__).resolve().parent.parent / "server" / "openapi.json"
+DOC = json.loads(DOC_PATH.read_text())
+METHODS = ("get", "post", "put", "patch", "delete", "head", "options")
+
+
+def test_document_is_valid_openapi() -> None:
+    validate(DOC)
+    assert DOC["openapi"].startswith("3.0")
+
+
+def test_served_document_is_the_file(open_server) -> None:
+    resp = open_server.request("GET", "/openapi.json")
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("application/json")
+    assert resp.json == DOC
+
+
+def _route_table() -> dict[str, set[str]]:
+    """OpenAPI path -> methods the handler implements, from server/routes.py itself."""
+    app = SimpleNamespace(config=SimpleNamespace(static_dir=Path("/nonexistent")))
+    table: dict[str, set[str]] = {}
+    for pattern, handler, _ in routes(app):
+        if pattern in (r".*", r"/ui") or pattern.startswith("/ui/"):
+            continue  # the JSON 404 catch-all and the dashboard's static files
+        path = re.sub(r"\(\[\^/\]\+\)", "{}", pattern.removesuffix("/?")) or "/"
+        base = tornado.web.RequestHandler
+        table[path] = {m.lower() for m in handler.SUPPORTED_METHODS
+                       if getattr(handler, m.lower(), None) is not getattr(base, m.lower(), None)}
+    return table
+
+
+def test_every_route_is_documented_and_vice_versa() -> None:
+    documented = {re.sub(r"\{[^}]+\}", "{}", path): {m for m in ops if m in METHODS}
+                  for path, ops in DOC["paths"].items()}
+    assert documented == _route_table()
+
+
+def test_public_operations_need_no_credentials() -> None:
+    public = {(p, m) for p, ops in DOC["paths"].items() for m, op in ops.items()
+              if m in METHODS and op.get("security") == [{}]}
+    assert public == {("/healthz", "get"), ("/openapi.json", "get"), ("/users", "post")}
+    assert set(DOC["components"]["securitySchemes"]) == {"basic", "bearer"}
+
+
+# -- real answers conform ---------------------------------------------------------------
+
+def _resolve(node: dict) -> dict:
+    while "$ref" in node:
+        section, name = node["$ref"].split("/")[-2:]
+        node = DOC["components"][section][name]
+    return node
+
+
+def conforms(method: str, path: str, resp) -> None:
+    """The status is documented for the operation and the JSON body matches its schema."""
+    op = DOC["paths"][path][method.lower()]
+    assert str(resp.status) in op["responses"], (method, path, resp)
+    spec = _resolve(op["responses"][str(resp.status)])
+    if "content" not in spec:
+        assert resp.body == b"", resp
+        return
+    schema = next(iter(spec["content"].values()))["schema"]
+    if "application/json" in spec["content"]:
+        body = resp.json
+        OAS30Validator({**schema, "components": DOC["components"]}).validate(body)
+    else:
+        assert resp.headers["Content-Type"].startswith("text/plain")
+
+
+def test_open_mode_flow_conforms(open_server) -> None:
+    srv = open_server
+    created = srv.request("POST", "/jobs", {"uid": 7, "code": "import time; time.sleep(30)"})
+    conforms("POST", "/jobs", created)
+    job_id = created.json["job_id"]
+    conforms("GET", "/jobs/{job_id}", srv.request("GET", f"/jobs/{job_id}"))
+    conforms("DELETE", "/jobs/{job_id}", srv.request("DELETE", f"/jobs/{job_id}"))
+    conforms("DELETE", "/jobs/{job_id}", srv.request("DELETE", f"/jobs/{job_id}"))  # 409
+    done = srv.request("POST", "/jobs?wait=true", {"uid": 7, "code": "print(1)", "input": ""})
+    conforms("POST", "/jobs", done)
+    failed = srv.request("POST", "/jobs?wait=true", {"uid": 7, "code": "while True: pass",
+                                                     "timeout": 0.5})
+    conforms("POST", "/jobs", failed)
+    assert failed.json["error"] == "timeout" and failed.json["exit_code"] is None
+    for query in ("", "?limit=1", "?status=done&uid=7", "?before=2"):
+        conforms("GET", "/jobs", srv.request("GET", "/jobs" + query))
+    conforms("GET", "/", srv.request("GET", "/?limit=1"))
+    conforms("GET", "/users/{uid}", srv.request("GET", "/users/7"))
+    conforms("DELETE", "/jobs/{job_id}",
+             srv.request("DELETE", f"/jobs/{done.json['job_id']}?purge=true"))
+    conforms("GET", "/jobs/{job_id}", srv.request("GET", f"/jobs/{done.json['job_id']}"))  # 404
+    conforms("GET", "/healthz", srv.request("GET", "/healthz"))
+    conforms("GET", "/metrics", srv.request("GET", "/metrics"))
+
+
+@pytest.mark.parametrize("method, path, body, status", [
+    ("POST", "/jobs", b"{nope", 400),
+    ("POST", "/jobs", {"uid": -1, "code": ""}, 400),
+    ("POST", "/jobs", {"uid": 1, "code": "", "language": "ruby"}, 400),
+    ("POST", "/jobs", {"uid": 1, "code": "x" * (256 * 1024 + 1)}, 413),
+    ("POST", "/jobs", {"uid": 1, "code": "", "io_weight": 5}, 400),
+    ("GET", "/jobs?limit=0", None, 400),
+    ("GET", "/jobs?status=nope", None, 400),
+    ("GET", "/jobs/abc", None, 400),
+    # regressions found by the fuzzer: these were 500s
+    ("GET", "/jobs/99999999999999999999999", None, 400),
+    ("GET", "/jobs?before=99999999999999999999999", None, 400),
+    ("GET", "/users/99999999999999999999999", None, 400),
+    ("POST", "/jobs", {"uid": 99999999999999999999999, "code": ""}, 400),
+    ("POST", "/jobs", b'{"uid": 1, "code": "\\ud800"}', 400),
+    ("POST", "/users", {"uid": 1, "password": "p" * 100}, 400),
+    ("GET", "/ws", None, 400),
+])
+def test_bad_input_is_a_documented_json_error(open_server, method, path, body, status) -> None:
+    resp = open_server.request(method, path, body)
+    assert resp.status == status, resp
+    template = re.sub(r"/\d+$", "/{uid}", path.split("?")[0]) if path.startswith("/users/") \
+        else re.sub(r"/jobs/[^/?]+", "/jobs/{job_id}", path.split("?")[0])
+    conforms(method, template, resp)
+
+
+def test_415_for_other_content_types(open_server) -> None:
+    resp = open_server.request("POST", "/jobs", b'{"uid": 1, "code": ""}',
+                               headers={"Content-Type": "text/xml"})
+    conforms("POST", "/jobs", resp)
+    assert resp.status == 415
+    curl_like = open_server.request("POST", "/jobs", b'{"uid": 1, "code": ""}',
+                                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert curl_like.status == 201, curl_like
+
+
+def test_405_is_json_and_lists_allowed_methods(open_server) -> None:
+    resp = open_server.request("PUT", "/jobs/1", b"{}")
+    assert resp.status == 405 and resp.json["error"]["code"] == "method_not_allowed"
+    assert resp.headers["Allow"] == "GET, DELETE"
+
+
+def test_auth_mode_flow_conforms(auth_server) -> None:
+    srv = auth_server
+    conforms("POST", "/users", srv.request("POST", "/users", {"uid": 4242, "password": "pw-4242-long"}))
+    conforms("POST", "/users", srv.request("POST", "/users", {"uid": 4242, "password": "pw-4242-long"}))
+    me = (4242, "pw-4242-long")
+    conforms("GET", "/jobs", srv.request("GET", "/jobs"))  # 401
+    conforms("GET", "/jobs", srv.request("GET", "/jobs?uid=0", auth=me))  # 403
+    conforms("GET", "/users/{uid}", srv.request("GET", "/users/0", auth=me))  # 403
+    conforms("GET", "/metrics", srv.request("GET", "/metrics", auth=me))  # 403
+    conforms("POST", "/jobs", srv.request("POST", "/jobs", {"uid": 1, "code": ""}, auth=me))
+    login = srv.request("POST", "/auth/token", {"uid": 4242, "password": "pw-4242-long"})
+    conforms("POST", "/auth/token", login)
+    token = login.json["token"]
+    job = srv.request("POST", "/jobs?wait=true", {"uid": 4242, "code": "print(2)"}, token=token)
+    conforms("POST", "/jobs", job)
+    conforms("GET", "/jobs/{job_id}", srv.request("GET", f"/jobs/{job.json['job_id']}", auth=(0, "admin-password")))
+    conforms("DELETE", "/auth/token", srv.request("DELETE", "/auth/token", token=token))
+    conforms("GET", "/jobs", srv.request("GET", "/jobs", token=token))  # 401, revoked
+    conforms("POST", "/auth/token", srv.request("POST", "/auth/token",
+                                                {"uid": 4242, "password": "x" * 100}))  # 401

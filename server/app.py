@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import json
 import logging
 import os
 import re
@@ -12,7 +13,9 @@ import sys
 from dataclasses import dataclass
 
 import tornado.httpserver
+import tornado.ioloop
 import tornado.web
+from tornado import httputil
 
 from . import __version__
 from . import config as config_mod
@@ -49,6 +52,53 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
     logging.getLogger("tornado.access").log(level, "%d %s %s (%s) %.1fms", status,
                                             handler.request.method, uri,
                                             handler.request.remote_ip, ms)
+
+
+class _BodyLimit(httputil.HTTPMessageDelegate):
+    """413 from the headers alone: a body announced too large is never read or buffered."""
+
+    def __init__(self, inner: httputil.HTTPMessageDelegate, conn, limit: int) -> None:
+        self.inner, self.conn, self.limit, self.refused = inner, conn, limit, False
+
+    def headers_received(self, start_line, headers):
+        length = headers.get("Content-Length", "").strip()
+        if length.isdigit() and int(length) > self.limit:
+            self.refused = True
+            _refuse_body(self.conn.detach(), self.limit)
+            return None
+        return self.inner.headers_received(start_line, headers)
+
+    def data_received(self, chunk: bytes):
+        return self.inner.data_received(chunk)
+
+    def finish(self) -> None:
+        self.inner.finish()
+
+    def on_connection_close(self) -> None:
+        if not self.refused:
+            self.inner.on_connection_close()
+
+
+def _refuse_body(stream, limit: int) -> None:
+    body = json.dumps({"error": {"code": "body_too_large",
+                                 "message": f"the body is larger than {limit // 1024} KiB"}})
+    stream.write(("HTTP/1.1 413 Payload Too Large\r\n"
+                  "Content-Type: application/json; charset=utf-8\r\n"
+                  f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}").encode())
+    # drop (never keep) what the client still sends for a moment, so that closing does not
+    # reset the connection before the client has read the answer
+    stream.read_until_close(streaming_callback=lambda _data: None).add_done_callback(
+        lambda f: f.exception())
+    tornado.ioloop.IOLoop.current().call_later(2.0, stream.close)
+
+
+class HTTPServer(tornado.httpserver.HTTPServer):
+    """Tornado's server plus an early 413 (Tornado itself answers a bare 400 and closes)."""
+    body_limit = HARD_BODY_LIMIT
+
+    def start_request(self, server_conn, request_conn) -> httputil.HTTPMessageDelegate:
+        inner = super().start_request(server_conn, request_conn)
+        return _BodyLimit(inner, request_conn, self.body_limit)
 
 
 def make_app(app: App) -> tornado.web.Application:
@@ -94,9 +144,11 @@ async def build(config: Config, backend: Backend | None = None) -> App:
 
 async def serve(config: Config) -> int:
     app = await build(config)
-    server = tornado.httpserver.HTTPServer(
+    server = HTTPServer(
         make_app(app), xheaders=True, max_body_size=HARD_BODY_LIMIT,
-        idle_connection_timeout=config.idle_timeout_s, body_timeout=30)
+        idle_connection_timeout=config.idle_timeout_s,
+        body_timeout=min(30.0, config.idle_timeout_s))  # a slow body is idle time too
+    server.body_limit = config.max_body_bytes
     server.listen(config.port, config.host)
     log.info("orq %s listening on http://%s:%d (backend %s, auth %s, data %s)", __version__,
              config.host, config.port, config.backend, config.auth, config.data_dir)

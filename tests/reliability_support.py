@@ -52,6 +52,7 @@ class Ledger:
     acked: dict[int, int] = field(default_factory=dict)  # job_id -> uid
     refused: collections.Counter = field(default_factory=collections.Counter)
     duplicates: list[int] = field(default_factory=list)
+    by_thread: dict[int, list[int]] = field(default_factory=dict)  # ids in answer order
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def ack(self, job_id: int, uid: int) -> None:
@@ -59,6 +60,11 @@ class Ledger:
             if job_id in self.acked:
                 self.duplicates.append(job_id)
             self.acked[job_id] = uid
+            self.by_thread.setdefault(threading.get_ident(), []).append(job_id)
+
+    def ids_increase(self) -> bool:
+        """Each thread submits one job at a time, so its ids must only grow."""
+        return all(ids == sorted(set(ids)) for ids in self.by_thread.values())
 
 
 def submit_all(port: int, work: Iterable[tuple[int, str]], threads: int = 16,

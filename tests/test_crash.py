@@ -1,0 +1,83 @@
+"""kill -9 at random moments under load: every acknowledged job survives and ends final."""
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+from reliability_support import Ledger, all_jobs, integrity, submit_all, wait_all_final
+
+
+def check_after_crashes(srv, ledger: Ledger, timeout: float = 600) -> list[dict]:
+    """The whole contract of SPEC section 1 after kill -9 cycles; returns every job."""
+    jobs = wait_all_final(srv.port, timeout)
+    ids = [j["job_id"] for j in jobs]
+    assert len(ids) == len(set(ids)), "a job id appears twice"
+    assert not ledger.duplicates, f"ids answered twice: {ledger.duplicates[:5]}"
+    by_id = {j["job_id"]: j for j in jobs}
+    lost = [i for i in ledger.acked if i not in by_id]
+    assert not lost, f"{len(lost)} acknowledged jobs are gone, e.g. {lost[:5]}"
+    for job in jobs:
+        ok = job["status"] == "DONE" and job["attempts"] in (1, 2)
+        twice = (job["status"], job["error"], job["attempts"]) == ("ERROR", "interrupted", 2)
+        assert ok or twice, job
+    assert srv.stop() == 0
+    assert integrity(srv.data_dir / "orq.db") == "ok"
+    return jobs
+
+
+def kill_loop(srv, cycles: int, rng: random.Random, done: threading.Event) -> list[int]:
+    """kill -9 the server ``cycles`` times at random moments; returns the max id seen alive."""
+    seen = []
+    for _ in range(cycles):
+        time.sleep(rng.uniform(0.3, 2.5))
+        srv.kill()
+        time.sleep(rng.uniform(0.0, 0.5))
+        srv.start(timeout=60)
+        jobs = all_jobs(srv.port)
+        seen.append(max((j["job_id"] for j in jobs), default=0))
+    done.set()
+    return seen
+
+
+def test_kill9_under_load_loses_no_acknowledged_job(server_factory):
+    srv = server_factory("--auth", "open", "--slots", "2")
+    rng = random.Random(8)
+    work = [(uid, "pass") for _ in range(30) for uid in range(20)]
+    stop, ledger = threading.Event(), Ledger()
+    killer_result: list[list[int]] = []
+    killer = threading.Thread(target=lambda: killer_result.append(
+        kill_loop(srv, 4, rng, stop)))
+    killer.start()
+    while not stop.is_set():  # keep submitting until the last restart
+        submit_all(srv.port, work, threads=6, ledger=ledger, stop=stop)
+    killer.join()
+    assert len(ledger.acked) > 100, "too few jobs were acknowledged to test anything"
+    assert ledger.refused, "no request ever failed: the kills missed the load"
+    check_after_crashes(srv, ledger)
+    # ids never repeat: each submitter's ids only grow, across every restart
+    assert ledger.ids_increase(), ledger.by_thread
+    assert killer_result and killer_result[0] == sorted(killer_result[0]), killer_result
+
+
+def test_kill9_during_recovery_keeps_every_job(server_factory):
+    srv = server_factory("--auth", "open", "--slots", "2")
+    ledger = submit_all(srv.port, [(uid, "pass") for uid in range(10) for _ in range(30)],
+                        threads=6)
+    assert len(ledger.acked) == 300
+    for delay in (0.0, 0.2, 0.6):  # kill again while it requeues and restarts jobs
+        srv.kill()
+        srv.start(timeout=60)
+        time.sleep(delay)
+    check_after_crashes(srv, ledger)
+
+
+def test_ids_after_kill9_never_repeat(server_factory):
+    srv = server_factory("--auth", "open")
+    before = submit_all(srv.port, [(1, "pass")] * 50, threads=4)
+    srv.kill()
+    srv.start(timeout=60)
+    after = submit_all(srv.port, [(1, "pass")] * 50, threads=4)
+    assert min(after.acked) > max(before.acked)
+    assert before.ids_increase() and after.ids_increase()
+    assert not set(after.acked) & set(before.acked)

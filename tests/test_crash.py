@@ -5,39 +5,7 @@ import random
 import threading
 import time
 
-from reliability_support import Ledger, all_jobs, integrity, submit_all, wait_all_final
-
-
-def check_after_crashes(srv, ledger: Ledger, timeout: float = 600) -> list[dict]:
-    """The whole contract of SPEC section 1 after kill -9 cycles; returns every job."""
-    jobs = wait_all_final(srv.port, timeout)
-    ids = [j["job_id"] for j in jobs]
-    assert len(ids) == len(set(ids)), "a job id appears twice"
-    assert not ledger.duplicates, f"ids answered twice: {ledger.duplicates[:5]}"
-    by_id = {j["job_id"]: j for j in jobs}
-    lost = [i for i in ledger.acked if i not in by_id]
-    assert not lost, f"{len(lost)} acknowledged jobs are gone, e.g. {lost[:5]}"
-    for job in jobs:
-        ok = job["status"] == "DONE" and job["attempts"] in (1, 2)
-        twice = (job["status"], job["error"], job["attempts"]) == ("ERROR", "interrupted", 2)
-        assert ok or twice, job
-    assert srv.stop() == 0
-    assert integrity(srv.data_dir / "orq.db") == "ok"
-    return jobs
-
-
-def kill_loop(srv, cycles: int, rng: random.Random, done: threading.Event) -> list[int]:
-    """kill -9 the server ``cycles`` times at random moments; returns the max id seen alive."""
-    seen = []
-    for _ in range(cycles):
-        time.sleep(rng.uniform(0.3, 2.5))
-        srv.kill()
-        time.sleep(rng.uniform(0.0, 0.5))
-        srv.start(timeout=60)
-        jobs = all_jobs(srv.port)
-        seen.append(max((j["job_id"] for j in jobs), default=0))
-    done.set()
-    return seen
+from reliability_support import Ledger, check_after_crashes, kill_loop, submit_all
 
 
 def test_kill9_under_load_loses_no_acknowledged_job(server_factory):

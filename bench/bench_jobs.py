@@ -1,6 +1,6 @@
 """Warm runners vs. their baselines, measured in the same run (issue 9).
 
-    .venv/bin/python bench/bench_jobs.py [--jobs 500] [--append docs/PERFORMANCE.md]
+    .venv/bin/python bench/bench_jobs.py [--jobs 500 | --quick] [--append docs/PERFORMANCE.md]
 
 1. throughput: N x ``print(1)`` end to end through a warm server, against a bare
    ``python3 -c 'print(1)'`` spawn loop at the same parallelism (target >= 3x);
@@ -134,8 +134,11 @@ def table(rows) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=500)
+    parser.add_argument("--quick", action="store_true", help="200 jobs instead of 500")
     parser.add_argument("--append", type=Path, help="append the table to this markdown file")
     args = parser.parse_args()
+    if args.quick:
+        args.jobs = 200
     text = table(measure(args.jobs))
     print(text)
     if args.append:

@@ -47,13 +47,16 @@ def memfd(name: str, data: bytes) -> int:
     return fd
 
 
+def children(pid: int) -> list[int]:
+    try:
+        return [int(k) for k in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
 def child_host_pid(parent: int, ns_pid: int) -> int | None:
     """The host pid of ``parent``'s child whose pid in the sandbox is ``ns_pid``."""
-    try:
-        kids = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-    except OSError:
-        return None
-    for kid in kids:
+    for kid in children(parent):
         try:
             status = Path(f"/proc/{kid}/status").read_text()
         except OSError:
@@ -112,19 +115,23 @@ class WarmRun:
 class WarmRunner:
     def __init__(self, proc: asyncio.subprocess.Process, chan: Channel, host_pid: int) -> None:
         self.proc, self.chan, self.host_pid = proc, chan, host_pid
+        self.last_error = ""  # the runner's last line on stderr (it writes only when failing)
+        self.log_level = logging.WARNING  # DEBUG while probing: the fallback says it in one line
+        self.stderr_task: asyncio.Future | None = None
 
     @property
     def alive(self) -> bool:
         return self.proc.returncode is None
 
     @classmethod
-    async def start(cls, sandbox: Sandbox, python: str) -> WarmRunner:
+    async def start(cls, sandbox: Sandbox, python: str, tmp_size: int) -> WarmRunner:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         info_r, info_w = os.pipe()
         fds = {"/job/warm.py": memfd("warm", RUNNER_SOURCE.read_bytes()),
                "passwd": memfd("passwd", PASSWD.encode()), "group": memfd("group", GROUP.encode()),
                "info": info_w}
-        argv = runner_argv(sandbox, fds) + [python, "-u", "/job/warm.py", str(theirs.fileno())]
+        argv = runner_argv(sandbox, fds) + [python, "-u", "/job/warm.py", str(theirs.fileno()),
+                                            str(tmp_size)]
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
@@ -141,7 +148,7 @@ class WarmRunner:
             runner.kill()
             stderr = (await proc.stderr.read()).decode(errors="replace").strip()
             raise WarmUnavailable(f"runner did not start: {stderr or exc}") from exc
-        asyncio.ensure_future(_log_stderr(proc))
+        runner.stderr_task = asyncio.ensure_future(_log_stderr(runner))
         return runner
 
     async def _handshake(self, info_r: int) -> None:
@@ -164,14 +171,14 @@ class WarmRunner:
         self.chan.sock.close()
 
     async def execute(self, spec: JobSpec, hooks: RunHooks, cgroup: JobCgroup | None,
-                      runs: dict, rlimits: dict, tmp_size: int) -> dict:
+                      runs: dict, rlimits: dict) -> dict:
         """Run one job; raise RunnerBroken (before it started) or return its result."""
         pipes = [os.pipe() for _ in range(3)]
         child_ends = [pipes[0][0], pipes[1][1], pipes[2][1],
                       memfd("source", spec.code.encode("utf-8", "surrogatepass"))]
         ours = [pipes[0][1], pipes[1][0], pipes[2][0]]
         try:
-            self.chan.send({"tmp_size": tmp_size, "rlimits": rlimits}, child_ends)
+            self.chan.send({"rlimits": rlimits}, child_ends)
         except OSError as exc:
             for fd in ours:
                 os.close(fd)
@@ -196,14 +203,15 @@ class WarmRunner:
             run.done.set()
 
     async def _release(self, spec: JobSpec, cgroup: JobCgroup | None) -> WarmRun:
-        """Learn the job child's host pid, put it into the cgroup, let it go."""
+        """Learn the job child's host pid, put it and its init into the cgroup, let it go."""
         try:
             reply = await asyncio.wait_for(self.chan.recv(), PROTOCOL_TIMEOUT_S)
             pid = child_host_pid(self.host_pid, int(reply["pid"]))
             if pid is None:
                 raise RunnerBroken(f"job child {reply['pid']} not found")
             if cgroup is not None:
-                cgroup.add(pid)
+                for member in [pid, *children(pid)]:
+                    cgroup.add(member)
             self.chan.send({"go": True})
         except (RunnerBroken, OSError, ValueError, KeyError, TimeoutError) as exc:
             raise RunnerBroken(f"the warm runner did not start job {spec.job_id}: {exc}") \
@@ -256,9 +264,10 @@ def _read_all(fd: int) -> bytes:
     return data
 
 
-async def _log_stderr(proc: asyncio.subprocess.Process) -> None:
-    while line := await proc.stderr.readline():
-        log.warning("warm runner %d: %s", proc.pid, line.decode(errors="replace").rstrip())
+async def _log_stderr(runner: WarmRunner) -> None:
+    while line := await runner.proc.stderr.readline():
+        runner.last_error = line.decode(errors="replace").rstrip()
+        log.log(runner.log_level, "warm runner %d: %s", runner.proc.pid, runner.last_error)
 
 
 async def _streams(stdin_w: int, stdout_r: int, stderr_r: int):
@@ -291,10 +300,12 @@ class WarmPool:
 
     async def start(self) -> None:
         """Start every runner; raise WarmUnavailable (with the reason) if warm cannot work here."""
-        first = await WarmRunner.start(self.sandbox, self.python)
+        first = await WarmRunner.start(self.sandbox, self.python, self.tmp_size)
         self.runners.add(first)
+        first.log_level = logging.DEBUG
         await self._probe(first)
-        rest = await asyncio.gather(*(WarmRunner.start(self.sandbox, self.python)
+        first.log_level = logging.WARNING
+        rest = await asyncio.gather(*(WarmRunner.start(self.sandbox, self.python, self.tmp_size)
                                       for _ in range(self.size - 1)), return_exceptions=True)
         for runner in rest:
             if isinstance(runner, BaseException):
@@ -313,13 +324,15 @@ class WarmPool:
                        timeout_s=30, memory_mb=64, cpus=1, io_weight=100, output_cap=65536)
         try:
             result = await runner.execute(spec, RunHooks(started, lambda *_: None), None, {},
-                                          {"core": 0, "nofile": 256}, self.tmp_size)
+                                          {"core": 0, "nofile": 256})
         except RunnerBroken as exc:
+            await asyncio.sleep(0.1)  # let the runner's last words reach last_error
             await self.stop()
-            raise WarmUnavailable(str(exc)) from exc
+            raise WarmUnavailable(f"{exc} ({runner.last_error or 'no message'})") from exc
         if result["exit_code"] != 0 or result["stdout"] != "2 []\n":
+            await asyncio.sleep(0.1)  # let the runner's last words reach last_error
             await self.stop()
-            reason = (result["stderr"].strip().splitlines() or [str(result)])[-1]
+            reason = (result["stderr"].strip().splitlines() or [runner.last_error or str(result)])[-1]
             raise WarmUnavailable(f"a test job failed: {reason}")
 
     async def stop(self) -> None:
@@ -349,7 +362,7 @@ class WarmPool:
             return None
         healthy = False
         try:
-            result = await runner.execute(spec, hooks, cgroup, runs, rlimits, self.tmp_size)
+            result = await runner.execute(spec, hooks, cgroup, runs, rlimits)
             healthy = runner.alive and not (result["error"] or "").startswith("backend:")
             return result
         except RunnerBroken as exc:
@@ -381,7 +394,7 @@ class WarmPool:
     async def _replace(self) -> None:
         for attempt in range(3):
             try:
-                runner = await WarmRunner.start(self.sandbox, self.python)
+                runner = await WarmRunner.start(self.sandbox, self.python, self.tmp_size)
             except WarmUnavailable as exc:
                 log.warning("cannot replace a warm runner (attempt %d): %s", attempt + 1, exc)
                 await asyncio.sleep(1 + attempt)

@@ -2,21 +2,24 @@
 
 Standard library only. The server starts it in a bubblewrap sandbox (same binds as a cold
 job, plus CAP_SYS_ADMIN/CAP_SETPCAP/CAP_NET_ADMIN *inside* the sandbox's user namespace)
-as ``python3 -u /job/warm.py FD``, FD being a Unix socket to the server. Per job:
+as ``python3 -u /job/warm.py FD TMP_BYTES``, FD being a Unix socket to the server.
+Ahead of each job (while the slot is idle) it prepares the job's processes:
 
-    runner --fork--> C: waits until the server has put it into the job's cgroup, then
-                        unshare(mount, pid, ipc, net namespaces)
-             C --fork--> G: PID 1 of the new PID namespace; fresh /proc, /tmp, /dev/shm, /job
+    runner --fork--> C: unshare(mount, PID, IPC, network namespaces)
+             C --fork--> G: PID 1 of the new PID namespace; fresh /proc, /tmp, /dev/shm;
+                            waits for the job, then for "go" (sent once the server has put
+                            C and G into the job's cgroup), enters a new cgroup namespace
              G --fork--> H: rlimits, every capability dropped, no_new_privs, runs the job's
                             code in the already initialised interpreter
 
-The runner never runs user code, so no job sees another's state. When H exits, G exits
-with its status and the kernel kills whatever else lives in the namespace.
+The runner never runs user code, so no job sees another's state. When H exits, G kills
+the rest of the namespace, reports H's status and exits; the kernel tears the namespaces
+down after the report, off the job's critical path.
 
-Protocol: newline-terminated JSON both ways. Server -> runner: a job ``{"tmp_size": ...,
-"rlimits": {...}}`` with four fds (stdin, stdout, stderr, source memfd) attached; runner ->
-server ``{"pid": C}`` (in the sandbox's PID namespace); server -> runner ``{"go": bool}``;
-runner -> server ``{"exit": code}`` (the exit status, or 128 + signal).
+Protocol: newline-terminated JSON both ways. Server -> runner: a job ``{"rlimits": {...}}``
+with four fds (stdin, stdout, stderr, source memfd) attached; runner -> server ``{"pid": C}``
+(in the sandbox's PID namespace); server -> runner ``{"go": bool}``; runner -> server
+``{"exit": code}`` (the exit status, or 128 + signal).
 """
 from __future__ import annotations
 
@@ -90,87 +93,105 @@ class Channel:
         return json.loads(line), fds
 
 
-def serve(chan: Channel) -> None:
+class Prepared:
+    """A job child made in advance (namespaces entered, mounts done) waiting for its job."""
+
+    def __init__(self, chan: Channel, tmp_size: int) -> None:
+        self.ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.status_r, status_w = os.pipe()  # G reports the status before namespace teardown
+        self.pid = os.fork()
+        if self.pid == 0:
+            try:
+                chan.sock.close()
+                self.ctl.close()
+                os.close(self.status_r)
+                job_child(theirs, status_w, tmp_size)
+            except BaseException:  # noqa: BLE001 - report it on the server's log, never return
+                traceback.print_exc()
+            finally:
+                os._exit(125)
+        theirs.close()
+        os.close(status_w)
+
+    def discard(self) -> None:
+        self.ctl.close()
+        os.close(self.status_r)
+        os.waitpid(self.pid, 0)
+
+
+def serve(chan: Channel, tmp_size: int) -> None:
+    prepared = Prepared(chan, tmp_size)
     while True:
         msg, fds = chan.recv()
         if msg is None:
             return
         if len(fds) != 4:
             raise SystemExit(f"warm runner: a job needs 4 fds, got {len(fds)}")
-        run_one(chan, msg, fds)
-
-
-def run_one(chan: Channel, msg: dict, fds: list[int]) -> None:
-    go_r, go_w = os.pipe()
-    status_r, status_w = os.pipe()  # G reports the job's status before its namespace is torn down
-    pid = os.fork()
-    if pid == 0:
         try:
-            chan.sock.close()
-            os.close(go_w)
-            os.close(status_r)
-            job_child(msg, fds, go_r, status_w)
-        except BaseException:  # noqa: BLE001 - report it on the job's stderr, never return
-            traceback.print_exc()
-        finally:
-            os._exit(125)
-    os.close(go_r)
-    os.close(status_w)
-    for fd in fds:
-        os.close(fd)
-    chan.send({"pid": pid})
+            socket.send_fds(prepared.ctl, [json.dumps(msg).encode() + b"\n"], fds)
+        except OSError:  # the prepared child died: make another one, now
+            prepared.discard()
+            prepared = Prepared(chan, tmp_size)
+            socket.send_fds(prepared.ctl, [json.dumps(msg).encode() + b"\n"], fds)
+        for fd in fds:
+            os.close(fd)
+        run_one(chan, prepared)
+        prepared = Prepared(chan, tmp_size)
+
+
+def run_one(chan: Channel, job: Prepared) -> None:
+    chan.send({"pid": job.pid})
     reply, extra = chan.recv()
     for fd in extra:
         os.close(fd)
     if reply is not None and reply.get("go"):
-        os.write(go_w, b"g")
-    os.close(go_w)
-    early = os.read(status_r, 16)  # empty when G died without reporting (killed)
-    os.close(status_r)
+        try:
+            job.ctl.send(b"g")
+        except OSError:
+            pass  # G died meanwhile: its status says so
+    job.ctl.close()
+    early = os.read(job.status_r, 16)  # empty when G died without reporting (killed)
+    os.close(job.status_r)
     if early and reply is not None:
         chan.send({"exit": int(early)})
-    _, status = os.waitpid(pid, 0)
+    _, status = os.waitpid(job.pid, 0)
     if reply is None:
         raise SystemExit(0)  # the server went away
     if not early:
         chan.send({"exit": status_code(status)})
 
 
-# -- C: the job's child, before and after it enters its namespaces ------------------------
+# -- C: the job's child, outside its namespaces ----------------------------------------------
 
-def job_child(msg: dict, fds: list[int], go_r: int, status_w: int) -> None:
-    if os.read(go_r, 1) != b"g":
-        os._exit(126)  # the server aborted the job before it started
-    os.close(go_r)
-    for target, fd in enumerate(fds[:3]):
-        os.dup2(fd, target)
-    source = os.pread(fds[3], 1 << 20, 0)
-    for fd in fds:
-        os.close(fd)
-    check(libc.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWCGROUP),
-          "unshare")
+def job_child(ctl: socket.socket, status_w: int, tmp_size: int) -> None:
+    check(libc.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWNET), "unshare")
     alive_r, alive_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(alive_w)
-        job_init(msg, source, alive_r, status_w)
+        job_init(ctl, alive_r, status_w, tmp_size)
     os.close(alive_r)
     os.close(status_w)
-    for fd in (0, 1, 2):
-        os.close(fd)
+    ctl.close()
     _, status = os.waitpid(pid, 0)
     os._exit(status_code(status))
 
 
 # -- G: PID 1 of the job's namespace ------------------------------------------------------
 
-def job_init(msg: dict, source: bytes, alive_r: int, status_w: int) -> None:
+def job_init(ctl: socket.socket, alive_r: int, status_w: int, tmp_size: int) -> None:
+    check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "pdeathsig")
+    if select.select([alive_r], [], [], 0)[0]:
+        os._exit(137)  # C died before pdeathsig was armed: do not outlive it
+    setup_mounts(tmp_size)
+    loopback_up()
+    msg, source = receive_job(Channel(ctl))
     try:
-        check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "pdeathsig")
-        if select.select([alive_r], [], [], 0)[0]:
-            os._exit(137)  # C died before pdeathsig was armed: do not outlive it
-        setup_mounts(msg["tmp_size"], source)
-        loopback_up()
+        write_source(source)
+        if ctl.recv(1) != b"g":
+            os._exit(126)  # the server aborted the job before it started
+        # now inside the job's cgroup: make it the root of what the job sees
+        check(libc.unshare(CLONE_NEWCGROUP), "unshare cgroup")
     except OSError as exc:
         os.write(2, f"orq: cannot set up the job's sandbox: {exc}\n".encode())
         os._exit(125)
@@ -192,7 +213,27 @@ def job_init(msg: dict, source: bytes, alive_r: int, status_w: int) -> None:
             os._exit(status_code(status))
 
 
-def setup_mounts(tmp_size: int, source: bytes) -> None:
+def receive_job(chan: Channel) -> tuple[dict, bytes]:
+    """Wait for the job: its settings, and stdin/stdout/stderr/source as fds."""
+    msg, fds = chan.recv()
+    if msg is None or len(fds) != 4:
+        os._exit(0)  # discarded by the runner
+    for target, fd in enumerate(fds[:3]):
+        os.dup2(fd, target)
+    source = os.pread(fds[3], 1 << 20, 0)
+    for fd in fds:
+        os.close(fd)
+    return msg, source
+
+
+def write_source(source: bytes) -> None:
+    mount("tmpfs", "/job", "tmpfs", MS_NOSUID | MS_NODEV, f"size={len(source) + 65536},mode=755")
+    with open(SOURCE, "wb") as f:
+        f.write(source)
+    mount(None, "/job", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def setup_mounts(tmp_size: int) -> None:
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     for name in PROC_READONLY:
@@ -202,10 +243,6 @@ def setup_mounts(tmp_size: int, source: bytes) -> None:
             mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     for path in ("/tmp", "/dev/shm"):
         mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_size},mode=1777")
-    mount("tmpfs", "/job", "tmpfs", MS_NOSUID | MS_NODEV, f"size={len(source) + 65536},mode=755")
-    with open(SOURCE, "wb") as f:
-        f.write(source)
-    mount(None, "/job", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
 def loopback_up() -> None:
@@ -290,10 +327,10 @@ def finish(code: int) -> int:
 
 
 def main() -> None:
-    chan = Channel(socket.socket(fileno=int(sys.argv[1])))
+    chan, tmp_size = Channel(socket.socket(fileno=int(sys.argv[1]))), int(sys.argv[2])
     sys.argv = [SOURCE]
     chan.send({"ready": os.getpid()})
-    serve(chan)
+    serve(chan, tmp_size)
 
 
 if __name__ == "__main__":

@@ -203,15 +203,17 @@ class WarmRunner:
             run.done.set()
 
     async def _release(self, spec: JobSpec, cgroup: JobCgroup | None) -> WarmRun:
-        """Learn the job child's host pid, put it and its init into the cgroup, let it go."""
+        """Learn the job child's host pid, put its init into the cgroup, let it go."""
         try:
             reply = await asyncio.wait_for(self.chan.recv(), PROTOCOL_TIMEOUT_S)
             pid = child_host_pid(self.host_pid, int(reply["pid"]))
             if pid is None:
                 raise RunnerBroken(f"job child {reply['pid']} not found")
-            if cgroup is not None:
-                for member in [pid, *children(pid)]:
-                    cgroup.add(member)
+            if cgroup is not None:  # G (C's only child) forks the job: every job process
+                init = children(pid)    # starts inside. C itself only waits, and is killed by pid
+                if len(init) != 1:
+                    raise RunnerBroken(f"job child {pid} has no init process")
+                cgroup.add(init[0])
             self.chan.send({"go": True})
         except (RunnerBroken, OSError, ValueError, KeyError, TimeoutError) as exc:
             raise RunnerBroken(f"the warm runner did not start job {spec.job_id}: {exc}") \

@@ -94,6 +94,7 @@ class Authenticator:
         self._key = secrets.token_bytes(32)  # keys the credential cache; never leaves memory
         self._verified: dict[bytes, tuple[float, User]] = {}
         self._token_cache: dict[str, tuple[float, User]] = {}
+        self._checking: dict[bytes, asyncio.Future] = {}  # bcrypt checks in flight
         self.by_uid = Throttle(FAIL_LIMIT_UID)
         self.by_addr = Throttle(FAIL_LIMIT_ADDR)
 
@@ -123,25 +124,36 @@ class Authenticator:
                             f"too many failed sign-ins; try again in {wait} s", retry_after=wait)
 
     async def login(self, uid: int, password: str, addr: str) -> User:
-        """Check a uid/password pair; a recent success is answered from a keyed-hash cache."""
+        """Check a uid/password pair; a recent success is answered from a keyed-hash cache,
+        and concurrent checks of the same pair share one bcrypt run."""
         key = hmac.new(self._key, f"{uid}\0{password}".encode(), hashlib.sha256).digest()
-        now = time.monotonic()
         hit = self._verified.get(key)
-        if hit and hit[0] > now:
+        if hit and hit[0] > time.monotonic():
             return hit[1]
         self._check_throttle(uid, addr)
+        pending = self._checking.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._verify(key, uid, password))
+            self._checking[key] = pending
+            pending.add_done_callback(lambda _f: self._checking.pop(key, None))
+        user = await asyncio.shield(pending)
+        if user is None:
+            self.by_uid.fail(uid)
+            self.by_addr.fail(addr)
+            raise AuthError(401, "bad_credentials", "wrong uid or password")
+        return user
+
+    async def _verify(self, key: bytes, uid: int, password: str) -> User | None:
         row = await self.users.get(uid)
         ok = await self._bcrypt(_check_password, password, row["password_hash"] if row else
                                 _DUMMY_HASH)
         if not (row and ok):
-            self.by_uid.fail(uid)
-            self.by_addr.fail(addr)
-            raise AuthError(401, "bad_credentials", "wrong uid or password")
+            return None
         self.by_uid.forget(uid)
         user = User(uid, bool(row["is_admin"]))
         if len(self._verified) > 10000:
             self._verified.clear()
-        self._verified[key] = (now + CACHE_TTL_S, user)
+        self._verified[key] = (time.monotonic() + CACHE_TTL_S, user)
         return user
 
     async def issue_token(self, user: User) -> tuple[str, str]:

@@ -172,6 +172,16 @@ def test_curl_style_form_label_is_read_as_json(open_server):
     assert resp.status == 201
 
 
+def test_misspelt_flags_are_refused_not_guessed(open_server):
+    job_id = open_server.submit("import time; time.sleep(30)")
+    resp = open_server.request("DELETE", f"/jobs/{job_id}?purge=ture")
+    assert resp.status == 400 and resp.json["error"]["code"] == "invalid_parameter"
+    assert open_server.request("GET", f"/jobs/{job_id}").json["status"] != "CANCELLED"
+    resp = open_server.request("POST", "/jobs?wait=maybe", {"uid": 1, "code": "1", "input": ""})
+    assert resp.status == 400
+    open_server.request("DELETE", f"/jobs/{job_id}")
+
+
 @pytest.mark.parametrize("query", ["limit=0", "limit=10001", "limit=x", "before=-1",
                                    "status=SLEEPING", "uid=-3", "uid=abc"])
 def test_bad_list_queries(open_server, query):

@@ -30,6 +30,16 @@ class ApiError(tornado.web.HTTPError):
         self.code, self.message, self.headers = code, message, headers or {}
 
 
+def parse_flag(value: str, name: str) -> bool:
+    """?wait=true and friends: a typo is a 400, never silently the other meaning."""
+    text = value.strip().lower()
+    if text in ("true", "1", "yes", ""):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise ApiError(400, "invalid_parameter", f"{name} must be true or false")
+
+
 def parse_int(value: str, name: str, low: int = 0, high: int | None = None) -> int:
     try:
         number = int(value)

@@ -103,10 +103,15 @@ class EventsHandler(BaseHandler, tornado.websocket.WebSocketHandler):
             self.close(1013, "too far behind; reconnect with ?since=<last id>")
 
     async def write_loop(self) -> None:
+        """Write whatever is buffered, then wait for the socket to drain before the next batch."""
         try:
             while True:
-                event = await self.queue.get()
-                await self.write_message(json.dumps(_public(event), ensure_ascii=False))
+                batch = [await self.queue.get()]
+                while not self.queue.empty():
+                    batch.append(self.queue.get_nowait())
+                for event in batch[:-1]:
+                    self.write_message(wire(event))
+                await self.write_message(wire(batch[-1]))
         except (tornado.websocket.WebSocketClosedError, asyncio.CancelledError):
             pass
 
@@ -136,11 +141,16 @@ class EventsHandler(BaseHandler, tornado.websocket.WebSocketHandler):
             metrics.WS_CLIENTS.dec()
 
 
-def _public(event: dict) -> dict:
-    """Output events carry the uid internally for filtering; clients get the spec's shape."""
-    if event.get("type") == "output":
-        return {k: v for k, v in event.items() if k != "uid"}
-    return event
+def wire(event: dict) -> str:
+    """The event as sent, serialised once however many sockets receive it. Output events
+    carry the uid internally for filtering; clients get the spec's shape."""
+    text = event.get("_wire")
+    if text is None:
+        public = {k: v for k, v in event.items() if k not in ("uid", "_wire")} \
+            if event.get("type") == "output" else event
+        text = json.dumps(public, ensure_ascii=False)
+        event["_wire"] = text
+    return text
 
 
 def _describe(user: User | None) -> dict | None:

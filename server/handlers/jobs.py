@@ -7,7 +7,7 @@ import urllib.parse
 from ..jobs import resolve_limits
 from ..runner.core import LANGUAGES
 from ..store import FINAL, STATUSES
-from .base import MAX_INT, ApiError, BaseHandler, parse_int
+from .base import MAX_INT, ApiError, BaseHandler, parse_flag, parse_int
 
 MAX_CODE = 256 * 1024
 MAX_INPUT = 1024 * 1024
@@ -94,7 +94,7 @@ class JobsHandler(JobListMixin, BaseHandler):
         service = self.app.jobs
         job_id = await service.submit(req["uid"], req["code"], req["input"], req["language"],
                                       req["limits"])
-        if self.get_query_argument("wait", "false").lower() in ("true", "1", "yes"):
+        if parse_flag(self.get_query_argument("wait", "false"), "wait"):
             self.send_json(await self._wait_final(job_id))
         else:
             self.set_header("Location", f"{self.request.path.rstrip('/')}/{job_id}")
@@ -141,7 +141,7 @@ class JobHandler(BaseHandler):
 
     async def delete(self, job_id: str) -> None:
         job = await self._job(job_id)
-        if self.get_query_argument("purge", "false").lower() in ("true", "1", "yes"):
+        if parse_flag(self.get_query_argument("purge", "false"), "purge"):
             await self.app.jobs.purge(job)
             self.set_status(204)
             self.finish()

@@ -154,6 +154,16 @@ def test_memory_limit_on_the_warm_path(warm1):
     assert job["status"] == "ERROR" and job["error"] == "memory", job
 
 
+def test_back_to_back_jobs_keep_their_runner(warm1):
+    """A job that arrives while the next job's namespaces are still being prepared waits."""
+    before = (health(warm1)["warm_replaced"], runners(warm1))
+    ids = [warm1.submit(f"print({i})") for i in range(30)]
+    jobs = [warm1.wait_final(job_id) for job_id in ids]
+    assert [j["result"] for j in jobs] == [f"{i}\n" for i in range(30)]
+    assert (health(warm1)["warm_replaced"], runners(warm1)) == before
+    assert "running the job cold" not in warm1.log()
+
+
 def test_a_dead_runner_is_replaced(warm1):
     before = runners(warm1)
     assert len(before) == 1

@@ -140,6 +140,7 @@ def serve(chan: Channel, tmp_size: int) -> None:
 
 
 def run_one(chan: Channel, job: Prepared) -> None:
+    job.ctl.recv(1)  # G has the job (or died: then the server finds no init and gives up)
     chan.send({"pid": job.pid})
     reply, extra = chan.recv()
     for fd in extra:
@@ -188,6 +189,7 @@ def job_init(ctl: socket.socket, alive_r: int, status_w: int, tmp_size: int) -> 
     msg, source = receive_job(Channel(ctl))
     try:
         write_source(source)
+        ctl.send(b"r")
         if ctl.recv(1) != b"g":
             os._exit(126)  # the server aborted the job before it started
         # now inside the job's cgroup: make it the root of what the job sees

@@ -143,9 +143,11 @@ def main() -> None:
     print(text)
     if args.append:
         stamp = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+        head = "" if "## Warm runners" in args.append.read_text() else \
+            "\n## Warm runners\n\nDesign, analysis and what limits these: docs/WARM.md.\n"
         with args.append.open("a") as f:
-            f.write(f"\n### Warm runners ({stamp} UTC, {os.cpu_count()} CPUs, "
-                    f"`bench/bench_jobs.py --jobs {args.jobs}`)\n\n{text}\n")
+            f.write(f"{head}\n### {stamp} UTC, {os.cpu_count()} CPUs, "
+                    f"`bench/bench_jobs.py --jobs {args.jobs}`\n\n{text}\n")
 
 
 if __name__ == "__main__":

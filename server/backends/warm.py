@@ -173,6 +173,7 @@ class WarmRunner:
     async def execute(self, spec: JobSpec, hooks: RunHooks, cgroup: JobCgroup | None,
                       runs: dict, rlimits: dict) -> dict:
         """Run one job; raise RunnerBroken (before it started) or return its result."""
+        run = await self._claim(spec, cgroup)
         pipes = [os.pipe() for _ in range(3)]
         child_ends = [pipes[0][0], pipes[1][1], pipes[2][1],
                       memfd("source", spec.code.encode("utf-8", "surrogatepass"))]
@@ -186,12 +187,6 @@ class WarmRunner:
         finally:
             for fd in child_ends:
                 os.close(fd)
-        try:
-            run = await self._release(spec, cgroup)
-        except RunnerBroken:
-            for fd in ours:
-                os.close(fd)
-            raise
         streams = await _streams(*ours)
         runs[spec.job_id] = run
         try:
@@ -202,19 +197,18 @@ class WarmRunner:
             runs.pop(spec.job_id, None)
             run.done.set()
 
-    async def _release(self, spec: JobSpec, cgroup: JobCgroup | None) -> WarmRun:
-        """Learn the job child's host pid, put its init into the cgroup, let it go."""
+    async def _claim(self, spec: JobSpec, cgroup: JobCgroup | None) -> WarmRun:
+        """Take the prepared job child: find its host pid, put its init into the cgroup."""
         try:
             reply = await asyncio.wait_for(self.chan.recv(), PROTOCOL_TIMEOUT_S)
-            pid = child_host_pid(self.host_pid, int(reply["pid"]))
+            pid = child_host_pid(self.host_pid, int(reply["prepared"]))
             if pid is None:
-                raise RunnerBroken(f"job child {reply['pid']} not found")
-            if cgroup is not None:  # G (C's only child) forks the job: every job process
-                init = children(pid)    # starts inside. C itself only waits, and is killed by pid
-                if len(init) != 1:
-                    raise RunnerBroken(f"job child {pid} has no init process")
+                raise RunnerBroken(f"job child {reply['prepared']} not found")
+            init = children(pid)  # G forks the job: every job process starts in the cgroup;
+            if len(init) != 1:    # C only waits, and is killed by pid
+                raise RunnerBroken(f"job child {pid} has no init process")
+            if cgroup is not None:
                 cgroup.add(init[0])
-            self.chan.send({"go": True})
         except (RunnerBroken, OSError, ValueError, KeyError, TimeoutError) as exc:
             raise RunnerBroken(f"the warm runner did not start job {spec.job_id}: {exc}") \
                 from exc

@@ -7,8 +7,9 @@ Ahead of each job (while the slot is idle) it prepares the job's processes:
 
     runner --fork--> C: unshare(mount, PID, IPC, network namespaces)
              C --fork--> G: PID 1 of the new PID namespace; fresh /proc, /tmp, /dev/shm;
-                            waits for the job, then for "go" (sent once the server has put
-                            C and G into the job's cgroup), enters a new cgroup namespace
+                            announced to the server, which moves G into the next job's
+                            cgroup and only then sends the job; G enters a new cgroup
+                            namespace and writes the source to a read-only /job
              G --fork--> H: rlimits, every capability dropped, no_new_privs, runs the job's
                             code in the already initialised interpreter
 
@@ -16,10 +17,11 @@ The runner never runs user code, so no job sees another's state. When H exits, G
 the rest of the namespace, reports H's status and exits; the kernel tears the namespaces
 down after the report, off the job's critical path.
 
-Protocol: newline-terminated JSON both ways. Server -> runner: a job ``{"rlimits": {...}}``
-with four fds (stdin, stdout, stderr, source memfd) attached; runner -> server ``{"pid": C}``
-(in the sandbox's PID namespace); server -> runner ``{"go": bool}``; runner -> server
-``{"exit": code}`` (the exit status, or 128 + signal).
+Protocol: newline-terminated JSON both ways. Runner -> server ``{"ready": pid}`` once,
+then ``{"prepared": C}`` (C's pid in the sandbox's PID namespace) whenever a job child is
+ready; server -> runner a job ``{"rlimits": {...}}`` with four fds (stdin, stdout, stderr,
+source memfd) attached; runner -> server ``{"exit": code}`` (the exit status, or 128 +
+signal), followed by the next ``{"prepared": ...}``.
 """
 from __future__ import annotations
 
@@ -97,6 +99,15 @@ class Prepared:
     """A job child made in advance (namespaces entered, mounts done) waiting for its job."""
 
     def __init__(self, chan: Channel, tmp_size: int) -> None:
+        for _ in range(3):
+            self._fork(chan, tmp_size)
+            if self.ctl.recv(1) == b"p":  # G is ready
+                chan.send({"prepared": self.pid})
+                return
+            self.discard()
+        raise SystemExit("warm runner: cannot prepare a job child")
+
+    def _fork(self, chan: Channel, tmp_size: int) -> None:
         self.ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.status_r, status_w = os.pipe()  # G reports the status before namespace teardown
         self.pid = os.fork()
@@ -120,46 +131,29 @@ class Prepared:
 
 
 def serve(chan: Channel, tmp_size: int) -> None:
-    prepared = Prepared(chan, tmp_size)
+    """Announce a prepared child; the server puts its init into the job's cgroup, then sends
+    the job; run it; report its status; prepare the next one."""
     while True:
+        job = Prepared(chan, tmp_size)
         msg, fds = chan.recv()
         if msg is None:
             return
         if len(fds) != 4:
             raise SystemExit(f"warm runner: a job needs 4 fds, got {len(fds)}")
         try:
-            socket.send_fds(prepared.ctl, [json.dumps(msg).encode() + b"\n"], fds)
-        except OSError:  # the prepared child died: make another one, now
-            prepared.discard()
-            prepared = Prepared(chan, tmp_size)
-            socket.send_fds(prepared.ctl, [json.dumps(msg).encode() + b"\n"], fds)
+            socket.send_fds(job.ctl, [json.dumps(msg).encode() + b"\n"], fds)
+        except OSError:
+            pass  # G died while idle: its status (below) says so
         for fd in fds:
             os.close(fd)
-        run_one(chan, prepared)
-        prepared = Prepared(chan, tmp_size)
-
-
-def run_one(chan: Channel, job: Prepared) -> None:
-    job.ctl.recv(1)  # G has the job (or died: then the server finds no init and gives up)
-    chan.send({"pid": job.pid})
-    reply, extra = chan.recv()
-    for fd in extra:
-        os.close(fd)
-    if reply is not None and reply.get("go"):
-        try:
-            job.ctl.send(b"g")
-        except OSError:
-            pass  # G died meanwhile: its status says so
-    job.ctl.close()
-    early = os.read(job.status_r, 16)  # empty when G died without reporting (killed)
-    os.close(job.status_r)
-    if early and reply is not None:
-        chan.send({"exit": int(early)})
-    _, status = os.waitpid(job.pid, 0)
-    if reply is None:
-        raise SystemExit(0)  # the server went away
-    if not early:
-        chan.send({"exit": status_code(status)})
+        job.ctl.close()
+        early = os.read(job.status_r, 16)  # empty when G died without reporting (killed)
+        os.close(job.status_r)
+        if early:
+            chan.send({"exit": int(early)})
+        _, status = os.waitpid(job.pid, 0)
+        if not early:
+            chan.send({"exit": status_code(status)})
 
 
 # -- C: the job's child, outside its namespaces ----------------------------------------------
@@ -186,13 +180,12 @@ def job_init(ctl: socket.socket, alive_r: int, status_w: int, tmp_size: int) -> 
         os._exit(137)  # C died before pdeathsig was armed: do not outlive it
     setup_mounts(tmp_size)
     loopback_up()
+    ctl.send(b"p")
     msg, source = receive_job(Channel(ctl))
     try:
         write_source(source)
-        ctl.send(b"r")
-        if ctl.recv(1) != b"g":
-            os._exit(126)  # the server aborted the job before it started
-        # now inside the job's cgroup: make it the root of what the job sees
+        # the server moved this process into the job's cgroup before sending the job:
+        # make that cgroup the root of what the job sees
         check(libc.unshare(CLONE_NEWCGROUP), "unshare cgroup")
     except OSError as exc:
         os.write(2, f"orq: cannot set up the job's sandbox: {exc}\n".encode())

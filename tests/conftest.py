@@ -51,10 +51,10 @@ class OrqServer:
 
     def start(self, timeout: float = 20) -> OrqServer:
         env = {**os.environ, **self.env}
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [str(BIN / "orq-server"), "--port", str(self.port), "--data-dir", str(self.data_dir),
-             *self.args], stdout=log, stderr=subprocess.STDOUT, env=env)
+        with open(self.log_path, "ab") as log:  # the child keeps its own copy of the fd
+            self.proc = subprocess.Popen(
+                [str(BIN / "orq-server"), "--port", str(self.port), "--data-dir",
+                 str(self.data_dir), *self.args], stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

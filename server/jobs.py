@@ -137,26 +137,28 @@ class JobService:
                            "wait for some to finish", retry_after=5)
         self.unfinished[uid] += 1  # reserved before the await: concurrent submits see it
         try:
-            job_id = await self.store.insert(uid, language, code, input_text,
-                                             limits.as_dict(), timeutil.now())
+            job = await self.store.insert(uid, language, code, input_text,
+                                          limits.as_dict(), timeutil.now())
         except BaseException:
             self._release(uid)
             raise
-        self.queue.push(uid, job_id)
+        self.queue.push(uid, job["job_id"])
         metrics.JOBS_SUBMITTED.inc()
-        await self._publish(job_id)
+        self._publish(job)
         self._schedule()
-        return job_id
+        return job["job_id"]
 
     async def cancel(self, job: dict) -> dict:
         if job["status"] in FINAL:
             raise JobError(409, "already_final", f"job {job['job_id']} is already {job['status']}")
         fields = {"error": core.CANCELLED, "finished_at": timeutil.now()}
         # final first: a store that cannot take the write (503) leaves the job queued
-        if await self._finish(job["job_id"], "CANCELLED", fields):
-            self.queue.remove(job["uid"], job["job_id"])
-            await self.backend.cancel(job["job_id"])
-        return await self.store.get(job["job_id"])
+        cancelled = await self._finish(job["job_id"], "CANCELLED", fields)
+        if cancelled is None:  # it became final meanwhile
+            return await self.store.get(job["job_id"])
+        self.queue.remove(job["uid"], job["job_id"])
+        await self.backend.cancel(job["job_id"])
+        return cancelled
 
     async def purge(self, job: dict) -> None:
         if job["status"] not in FINAL:
@@ -235,19 +237,21 @@ class JobService:
         await self._finish_durably(job_id, status, fields)
 
     async def _started(self, job_id: int) -> bool:
-        if not await self.store.mark_running(job_id, timeutil.now()):
+        job = await self.store.mark_running(job_id, timeutil.now())
+        if job is None:
             return False
-        await self._publish(job_id)
+        self._publish(job)
         return True
 
-    async def _finish(self, job_id: int, status: str, fields: dict) -> bool:
+    async def _finish(self, job_id: int, status: str, fields: dict) -> dict | None:
+        """Make the job final; the job, or None if it already was."""
         fields.setdefault("finished_at", timeutil.now())
-        changed = await self.store.finish(job_id, status, fields)
-        if changed:
-            job = await self._publish(job_id)
+        job = await self.store.finish(job_id, status, fields)
+        if job is not None:
+            self._publish(job)
             self._release(job["uid"])
             metrics.job_finished(job)
-        return changed
+        return job
 
     async def _finish_durably(self, job_id: int, status: str, fields: dict) -> None:
         """Keep trying to save a result while the store refuses writes (disk full).
@@ -269,7 +273,6 @@ class JobService:
         if self.unfinished[uid] <= 0:
             del self.unfinished[uid]
 
-    async def _publish(self, job_id: int) -> dict:
-        job = await self.store.get(job_id)
+    def _publish(self, job: dict) -> None:
+        """Tell every listener; called right after the change was committed."""
         self.bus.publish({"type": "job", "job": job})
-        return job

@@ -69,9 +69,10 @@ def test_concurrent_inserts_are_all_kept_with_distinct_increasing_ids(tmp_path):
     async def scenario() -> tuple[list[int], list[dict]]:
         db, store = await _opened(tmp_path / "orq.db")
         try:
-            ids = await asyncio.gather(*(store.insert(i % 7, "python", f"print({i})", "",
-                                                      LIMITS, NOW) for i in range(300)))
-            return ids, await store.list(limit=1000)
+            jobs = await asyncio.gather(*(store.insert(i % 7, "python", f"print({i})", "",
+                                                       LIMITS, NOW) for i in range(300)))
+            assert all(j["status"] == "WAITING" and j["result"] == "" for j in jobs)
+            return [j["job_id"] for j in jobs], await store.list(limit=1000)
         finally:
             await db.close()
     ids, listed = run(scenario())
@@ -95,7 +96,7 @@ def test_a_failing_write_in_a_batch_fails_alone(tmp_path):
             await db.close()
     results, listed, user = run(scenario())
     assert isinstance(results[1], UserExists)
-    assert isinstance(results[0], int) and isinstance(results[2], int)
+    assert results[0]["uid"] == 1 and results[2]["uid"] == 2
     assert {j["uid"] for j in listed} == {1, 2}
     assert user["password_hash"] == "hash"
 
@@ -122,10 +123,12 @@ class _ClosedConn:
 def test_state_changes_are_durable_and_final_states_never_change(tmp_path):
     async def scenario():
         db, store = await _opened(tmp_path / "orq.db")
-        job_id = await store.insert(1, "python", "print(1)", "", LIMITS, NOW)
-        assert await store.mark_running(job_id, NOW)
+        job_id = (await store.insert(1, "python", "print(1)", "", LIMITS, NOW))["job_id"]
+        running = await store.mark_running(job_id, NOW)
+        assert running["status"] == "RUNNING" and running["attempts"] == 1
         assert not await store.mark_running(job_id, NOW)
-        assert await store.finish(job_id, "DONE", {"result": "1\n", "exit_code": 0})
+        done = await store.finish(job_id, "DONE", {"result": "1\n", "exit_code": 0})
+        assert (done["status"], done["result"], done["exit_code"]) == ("DONE", "1\n", 0)
         assert not await store.finish(job_id, "ERROR", {"exit_code": 1})
         await db.close()
         db, store = await _opened(tmp_path / "orq.db")

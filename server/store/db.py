@@ -142,9 +142,16 @@ class Database:
         return (await self.write(sql, params))[0]
 
     async def write(self, sql: str, params: Iterable[Any] = ()) -> tuple[int, int]:
+        """One durable write; returns (lastrowid, rowcount). See ``write_returning``."""
+        lastrowid, rowcount, _rows = await self.write_returning(sql, params)
+        return lastrowid, rowcount
+
+    async def write_returning(self, sql: str, params: Iterable[Any] = ()
+                              ) -> tuple[int, int, list[sqlite3.Row]]:
         """One durable write, group-committed with the writes that arrive meanwhile.
 
-        Returns (lastrowid, rowcount). Writes queued while a commit is in flight share the
+        Returns (lastrowid, rowcount, rows of a RETURNING clause): a write that returns
+        the row it changed saves the read that would otherwise follow it. Writes queued while a commit is in flight share the
         next transaction and its single hop to the database thread; each runs inside its own
         SAVEPOINT, so one failing statement (a taken uid) fails only its own caller.
         """
@@ -188,7 +195,8 @@ def _apply_batch(conn: sqlite3.Connection, batch: list) -> list:
             conn.execute("SAVEPOINT w")
             try:
                 cur = conn.execute(sql, params)
-                results.append((cur.lastrowid, cur.rowcount))
+                rows = cur.fetchall()  # a RETURNING statement completes only once read
+                results.append((cur.lastrowid, cur.rowcount, rows))
                 conn.execute("RELEASE w")
             except sqlite3.Error as exc:
                 conn.execute("ROLLBACK TO w")

@@ -28,11 +28,18 @@ class JobStore:
         self.db = db
 
     async def insert(self, uid: int, language: str, code: str, input_text: str,
-                     limits: dict, created_at: str) -> int:
-        return await self.db.execute(
+                     limits: dict, created_at: str) -> dict:
+        """Store a new WAITING job; returns it as clients see it."""
+        _, _, rows = await self.db.write_returning(
             "INSERT INTO jobs (uid, status, language, created_at, limits, code, input)"
-            " VALUES (?, 'WAITING', ?, ?, ?, ?, ?)",
+            f" VALUES (?, 'WAITING', ?, ?, ?, ?, ?) RETURNING {_SUMMARY}",
             (uid, language, created_at, json.dumps(limits), code, input_text))
+        return row_to_job(rows[0])
+
+    async def _update(self, sql: str, params: tuple) -> dict | None:
+        """An UPDATE ... RETURNING one job: the job after the change, or None if none matched."""
+        _, _, rows = await self.db.write_returning(f"{sql} RETURNING {_SUMMARY}", params)
+        return row_to_job(rows[0]) if rows else None
 
     async def get(self, job_id: int, with_source: bool = False) -> dict | None:
         cols = _SUMMARY + (", code, input" if with_source else "")
@@ -61,25 +68,25 @@ class JobStore:
         params.append(limit)
         return f"SELECT {_SUMMARY} FROM jobs{clause} ORDER BY job_id DESC LIMIT ?", params
 
-    async def mark_running(self, job_id: int, started_at: str) -> bool:
-        _, changed = await self.db.write(
+    async def mark_running(self, job_id: int, started_at: str) -> dict | None:
+        """WAITING -> RUNNING; the job, or None when it was no longer WAITING (cancelled)."""
+        return await self._update(
             "UPDATE jobs SET status = 'RUNNING', started_at = ?, attempts = attempts + 1"
             " WHERE job_id = ? AND status = 'WAITING'", (started_at, job_id))
-        return changed == 1
 
-    async def finish(self, job_id: int, status: str, fields: dict) -> bool:
-        """Make an unfinished job final; a job already final is never touched again."""
+    async def finish(self, job_id: int, status: str, fields: dict) -> dict | None:
+        """Make an unfinished job final and return it; a final job is never touched again
+        (then None)."""
         names = ("result", "stderr", "exit_code", "error", "duration_ms", "truncated",
                  "finished_at")
+        values = {n: fields.get(n) for n in names}
+        values["result"] = values["result"] or ""
+        values["stderr"] = values["stderr"] or ""
+        values["truncated"] = int(bool(values["truncated"]))
         sets = ", ".join(f"{n} = ?" for n in names)
-        values = [fields.get(n) for n in names]
-        values[names.index("result")] = values[names.index("result")] or ""
-        values[names.index("stderr")] = values[names.index("stderr")] or ""
-        values[names.index("truncated")] = int(bool(values[names.index("truncated")]))
-        _, changed = await self.db.write(
+        return await self._update(
             f"UPDATE jobs SET status = ?, {sets} WHERE job_id = ?"
-            " AND status IN ('WAITING', 'RUNNING')", (status, *values, job_id))
-        return changed == 1
+            " AND status IN ('WAITING', 'RUNNING')", (status, *values.values(), job_id))
 
     async def requeue(self, job_id: int) -> None:
         """Back to WAITING after a server crash interrupted its run."""

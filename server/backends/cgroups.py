@@ -5,6 +5,8 @@ rlimits alone and says so in one log line.
 """
 from __future__ import annotations
 
+import collections
+import itertools
 import logging
 import os
 import signal
@@ -18,58 +20,119 @@ PARENT = "orq"
 
 def _write(path: Path, value: str) -> bool:
     try:
-        path.write_text(value)
+        _put(path, value)
         return True
     except OSError:
         return False
 
 
-class JobCgroup:
-    """The cgroup(s) of one job: limits in, pids in, everything killed and removed at the end."""
+def _put(path: Path, value: str) -> None:
+    """One write(2) to a cgroup file (pathlib's write_text costs several times more)."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
 
-    def __init__(self, dirs: list[Path], version: int) -> None:
-        self.dirs = dirs
+
+def _read(path: Path) -> str:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, 65536).decode()
+    finally:
+        os.close(fd)
+
+
+class JobCgroup:
+    """One reusable cgroup (one directory per v1 controller): limits in, a job's pids in,
+    everything killed at the end. ``configure`` rewrites only limits that changed."""
+
+    def __init__(self, dirs: dict[str, Path], version: int) -> None:
+        self.by_ctrl = dirs
+        self.dirs = list(dirs.values())
         self.version = version
+        self.limits: tuple | None = None
+        self._oom_base = 0
+
+    def configure(self, memory_mb: int, cpus: float, pids: int, io_weight: int) -> None:
+        """Apply a job's limits (raises OSError if the kernel refuses them)."""
+        wanted = (memory_mb, cpus, pids, io_weight)
+        if wanted != self.limits:
+            self.limits = None  # half-applied limits must never be trusted
+            (self._limits_v2 if self.version == 2 else self._limits_v1)(*wanted)
+            self.limits = wanted
+        self._oom_base = self._oom_count()
+
+    def _limits_v1(self, memory_mb, cpus, pids, io_weight) -> None:
+        mem, d = str(memory_mb * 1024 * 1024), self.by_ctrl
+        # memsw (memory + swap) must never be below the memory limit: order the two writes
+        raising = self.limits is None or memory_mb >= self.limits[0]
+        for name in (("memory.memsw.limit_in_bytes", "memory.limit_in_bytes") if raising
+                     else ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes")):
+            if name == "memory.limit_in_bytes":
+                _put(d["memory"] / name, mem)
+            else:
+                _write(d["memory"] / name, mem)  # no escape into swap, where accounted
+        _put(d["pids"] / "pids.max", str(pids))
+        if "cpu" in d:
+            _write(d["cpu"] / "cpu.cfs_period_us", "100000")
+            _write(d["cpu"] / "cpu.cfs_quota_us", str(int(cpus * 100000)))
+        if "blkio" in d:
+            _write(d["blkio"] / "blkio.weight", str(io_weight)) or \
+                _write(d["blkio"] / "blkio.bfq.weight", str(io_weight))
+
+    def _limits_v2(self, memory_mb, cpus, pids, io_weight) -> None:
+        d = self.dirs[0]
+        _put(d / "memory.max", str(memory_mb * 1024 * 1024))
+        _write(d / "memory.swap.max", "0")
+        _put(d / "pids.max", str(pids))
+        _write(d / "cpu.max", f"{int(cpus * 100000)} 100000")
+        _write(d / "io.weight", f"default {io_weight}")
 
     def add(self, pid: int) -> None:
         for d in self.dirs:
-            (d / "cgroup.procs").write_text(str(pid))
+            _put(d / "cgroup.procs", str(pid))
+
+    def _oom_count(self) -> int:
+        name = "memory.events" if self.version == 2 else "memory.oom_control"
+        d = self.by_ctrl.get("memory", self.dirs[0])
+        try:
+            for line in _read(d / name).splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        except (OSError, ValueError):
+            pass
+        return 0
 
     def oom_killed(self) -> bool:
-        name = "memory.events" if self.version == 2 else "memory.oom_control"
-        for d in self.dirs:
-            try:
-                for line in (d / name).read_text().splitlines():
-                    key, _, value = line.partition(" ")
-                    if key == "oom_kill" and int(value) > 0:
-                        return True
-            except (OSError, ValueError):
-                continue
-        return False
+        """Whether the kernel's OOM killer struck since this job's ``configure``."""
+        return self._oom_count() > self._oom_base
 
     def pids(self) -> list[int]:
         found: set[int] = set()
         for d in self.dirs:
             try:
-                found.update(int(p) for p in (d / "cgroup.procs").read_text().split())
+                found.update(int(p) for p in _read(d / "cgroup.procs").split())
             except (OSError, ValueError):
                 pass
         return sorted(found)
 
-    def kill_all(self) -> None:
-        """SIGKILL every process in the group, until none is left."""
-        if self.version == 2 and _write(self.dirs[0] / "cgroup.kill", "1"):
-            pass
+    def kill_all(self) -> bool:
+        """SIGKILL every process in the group until none is left; False if some stay."""
+        if self.version == 2:
+            _write(self.dirs[0] / "cgroup.kill", "1")
         for _ in range(100):
             pids = self.pids()
             if not pids:
-                return
+                return True
             for pid in pids:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
             time.sleep(0.005)
+        return False
 
     def remove(self) -> None:
         self.kill_all()
@@ -95,6 +158,8 @@ class CgroupManager:
         self.version: int | None = None
         self.controllers: dict[str, Path] = {}
         self.reason = ""
+        self._free: collections.deque[JobCgroup] = collections.deque()  # clean, reusable
+        self._names = itertools.count(1)
 
     def detect(self) -> int | None:
         if (self.root / "cgroup.controllers").exists():
@@ -138,46 +203,44 @@ class CgroupManager:
         self.controllers = {"unified": parent}
         self.version = 2
 
-    def create(self, name: str, memory_mb: int, cpus: float, pids: int,
-               io_weight: int) -> JobCgroup | None:
+    def acquire(self, memory_mb: int, cpus: float, pids: int,
+                io_weight: int) -> JobCgroup | None:
+        """A clean cgroup with these limits: a released one reused (mkdir/rmdir of cgroups
+        costs more than the rest of the bookkeeping), else a new one."""
         if self.version is None:
             return None
+        while self._free:
+            cgroup = self._free.pop()
+            try:
+                cgroup.configure(memory_mb, cpus, pids, io_weight)
+                return cgroup
+            except OSError:  # e.g. v1 cannot lower a limit below what is still charged
+                cgroup.remove()
+        name = f"slot-{next(self._names)}"
         try:
-            return self._create_v2(name, memory_mb, cpus, pids, io_weight) if self.version == 2 \
-                else self._create_v1(name, memory_mb, cpus, pids, io_weight)
+            cgroup = self._make(name)
+            cgroup.configure(memory_mb, cpus, pids, io_weight)
+            return cgroup
         except OSError as exc:
             log.warning("could not create cgroup %s: %s", name, exc)
             return None
 
-    def _create_v1(self, name, memory_mb, cpus, pids, io_weight) -> JobCgroup:
+    def release(self, cgroup: JobCgroup) -> None:
+        """Back to the pool once empty (blocking: call it off the event loop)."""
+        if cgroup.kill_all():
+            self._free.append(cgroup)
+        else:
+            cgroup.remove()
+
+    def _make(self, name: str) -> JobCgroup:
         dirs = {ctrl: parent / name for ctrl, parent in self.controllers.items()}
         for d in dirs.values():
             d.mkdir(exist_ok=True)
-        mem = str(memory_mb * 1024 * 1024)
-        (dirs["memory"] / "memory.limit_in_bytes").write_text(mem)
-        _write(dirs["memory"] / "memory.memsw.limit_in_bytes", mem)  # no escape into swap
-        (dirs["pids"] / "pids.max").write_text(str(pids))
-        if "cpu" in dirs:
-            _write(dirs["cpu"] / "cpu.cfs_period_us", "100000")
-            _write(dirs["cpu"] / "cpu.cfs_quota_us", str(int(cpus * 100000)))
-        if "blkio" in dirs:
-            _write(dirs["blkio"] / "blkio.weight", str(io_weight)) or \
-                _write(dirs["blkio"] / "blkio.bfq.weight", str(io_weight))
-        return JobCgroup(list(dirs.values()), 1)
-
-    def _create_v2(self, name, memory_mb, cpus, pids, io_weight) -> JobCgroup:
-        d = self.controllers["unified"] / name
-        d.mkdir(exist_ok=True)
-        (d / "memory.max").write_text(str(memory_mb * 1024 * 1024))
-        _write(d / "memory.swap.max", "0")
-        (d / "pids.max").write_text(str(pids))
-        _write(d / "cpu.max", f"{int(cpus * 100000)} 100000")
-        _write(d / "io.weight", f"default {io_weight}")
-        return JobCgroup([d], 2)
+        return JobCgroup(dirs, self.version)
 
     def cleanup_stale(self) -> None:
         """Remove job cgroups left by a previous run of the server (after a crash)."""
         for parent in self.controllers.values():
             for child in parent.iterdir() if parent.exists() else ():
                 if child.is_dir():
-                    JobCgroup([child], self.version or 1).remove()
+                    JobCgroup({"any": child}, self.version or 1).remove()

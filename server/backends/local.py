@@ -69,6 +69,7 @@ class LocalBackend(Backend):
         self.cgroups = CgroupManager(instance=instance_name(config.data_dir))
         self.sandbox: Sandbox | None = None
         self._runs: dict[int, _Run] = {}
+        self._cleanups: set[asyncio.Future] = set()
         self.prlimit = shutil.which("prlimit", path="/usr/bin:/bin")
         self.warm = None  # a warm.WarmPool when python jobs run on warm runners
 
@@ -115,6 +116,8 @@ class LocalBackend(Backend):
                 pass
         if self.warm is not None:
             await self.warm.stop()
+        if self._cleanups:
+            await asyncio.wait(self._cleanups, timeout=5)
 
     def info(self) -> dict:
         warm = self.warm is not None and not self.warm.disabled
@@ -127,25 +130,25 @@ class LocalBackend(Backend):
             run.kill(core.CANCELLED)
 
     async def run(self, spec: JobSpec, hooks: RunHooks) -> dict:
-        cgroup = self.cgroups.create(f"job-{spec.job_id}-{spec.attempt}", spec.memory_mb,
-                                     spec.cpus, self.config.max_pids, spec.io_weight)
-        if spec.language == "python" and self.warm is not None:
-            try:
+        cgroup = self.cgroups.acquire(spec.memory_mb, spec.cpus, self.config.max_pids,
+                                      spec.io_weight)
+        try:
+            if spec.language == "python" and self.warm is not None:
                 result = await self.warm.run(spec, hooks, cgroup, self._runs,
                                              rlimits(spec, self.config, cgroup is not None))
-            except BaseException:
-                if cgroup is not None:
-                    cgroup.remove()
-                raise
-            if result is not None:
-                if cgroup is not None:  # its processes are SIGKILLed already, just not reaped
-                    self.warm.remove_later(cgroup)
-                return result
-        try:
+                if result is not None:
+                    return result
             return await self._run(spec, hooks, cgroup)
         finally:
-            if cgroup is not None:
-                await asyncio.get_running_loop().run_in_executor(None, cgroup.remove)
+            if cgroup is not None:  # emptied (the job's processes are SIGKILLed) and reused
+                self._release_later(cgroup)
+
+    def _release_later(self, cgroup: JobCgroup) -> None:
+        """Wait for a finished job's processes to be gone off the critical path."""
+        task = asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(
+            None, self.cgroups.release, cgroup))
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
 
     async def _run(self, spec: JobSpec, hooks: RunHooks, cgroup: JobCgroup | None) -> dict:
         source = "/job/" + core.SOURCE_NAMES[spec.language]

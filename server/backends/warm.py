@@ -292,7 +292,6 @@ class WarmPool:
         self.disabled = False
         self.replaced = 0  # runners replaced after dying or misbehaving (for /healthz)
         self._tasks: set[asyncio.Task] = set()
-        self._cleanups: set[asyncio.Future] = set()
 
     async def start(self) -> None:
         """Start every runner; raise WarmUnavailable (with the reason) if warm cannot work here."""
@@ -339,15 +338,6 @@ class WarmPool:
         for runner in self.runners:
             await runner.proc.wait()
         self.runners.clear()
-        if self._cleanups:
-            await asyncio.wait(self._cleanups, timeout=5)
-
-    def remove_later(self, cgroup: JobCgroup) -> None:
-        """Remove a finished job's cgroup off the critical path (its namespace is dying)."""
-        task = asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(None,
-                                                                                cgroup.remove))
-        self._cleanups.add(task)
-        task.add_done_callback(self._cleanups.discard)
 
     async def run(self, spec: JobSpec, hooks: RunHooks, cgroup: JobCgroup | None, runs: dict,
                   rlimits: dict) -> dict | None:

@@ -145,7 +145,7 @@ async def build(config: Config, backend: Backend | None = None) -> App:
 async def serve(config: Config) -> int:
     app = await build(config)
     server = HTTPServer(
-        make_app(app), xheaders=True, max_body_size=HARD_BODY_LIMIT,
+        make_app(app), xheaders=config.trust_proxy, max_body_size=HARD_BODY_LIMIT,
         idle_connection_timeout=config.idle_timeout_s,
         body_timeout=min(30.0, config.idle_timeout_s))  # a slow body is idle time too
     server.body_limit = config.max_body_bytes

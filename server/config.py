@@ -47,6 +47,7 @@ class Config:
     # web
     static_dir: Path = REPO_ROOT / "static"
     allowed_origins: tuple[str, ...] = ()  # extra browser origins allowed on /ws
+    trust_proxy: bool = False  # take the client address and scheme from X-Forwarded-* headers
     max_body_bytes: int = 2 * 1024 * 1024
     idle_timeout_s: float = 60.0
     log_level: str = "info"
@@ -84,6 +85,7 @@ _OPTIONS: dict[str, tuple[type, str]] = {
     "lambda_concurrency": (int, "Lambda invocations at once"),
     "lambda_region": (str, "AWS region of the Lambda function"),
     "allowed_origins": (str, "comma-separated extra browser origins for /ws"),
+    "trust_proxy": (bool, "behind a reverse proxy: use X-Forwarded-For/-Proto (and X-Real-Ip)"),
     "max_body_bytes": (int, "largest request body"),
     "idle_timeout_s": (float, "close idle HTTP connections after this many seconds"),
     "log_level": (str, "debug, info, warning or error"),

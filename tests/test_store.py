@@ -141,3 +141,36 @@ def test_state_changes_are_durable_and_final_states_never_change(tmp_path):
         ("DONE", "1\n", 0, 1)
     assert job["code"] == "print(1)"
     assert counts["DONE"] == 1 and counts["WAITING"] == 0
+
+
+def test_final_job_cache_is_bounded_and_skips_unfinished_jobs():
+    from server.store.jobs import FinalJobCache
+    cache = FinalJobCache(entries=3, text_bytes=1000)
+    cache.put({"job_id": 1, "status": "RUNNING", "result": ""})
+    assert cache.get(1) is None
+    for i in range(2, 7):
+        cache.put({"job_id": i, "status": "DONE", "result": "x" * 10})
+    assert [cache.get(i) is not None for i in range(2, 7)] == [False, False, True, True, True]
+    cache.put({"job_id": 9, "status": "DONE", "result": "y" * 200})
+    cache.put({"job_id": 10, "status": "ERROR", "result": "z" * 240})
+    assert cache.size <= 1000 and cache.get(10) is not None
+    cache.drop(10)
+    assert cache.get(10) is None
+    cache.put({"job_id": 11, "status": "DONE", "result": "w" * 900})  # over a quarter
+    assert cache.get(11) is None
+
+
+def test_purged_job_is_not_served_from_the_cache(tmp_path):
+    async def scenario():
+        db, store = await _opened(tmp_path / "orq.db")
+        try:
+            job_id = (await store.insert(1, "python", "print(1)", "", LIMITS, NOW))["job_id"]
+            await store.finish(job_id, "DONE", {"result": "1\n", "exit_code": 0})
+            first = await store.get(job_id, with_source=True)
+            cached = await store.get(job_id, with_source=True)
+            assert await store.purge(job_id)
+            return first, cached, await store.get(job_id, with_source=True)
+        finally:
+            await db.close()
+    first, cached, gone = run(scenario())
+    assert first is cached and first["result"] == "1\n" and gone is None

@@ -150,3 +150,31 @@ def test_client_that_never_reads_does_not_block_others(open_server):
     assert time.monotonic() - start < 2.0
     stuck.close()
     reader.close()
+
+
+def _ws_clients(srv) -> float:
+    for line in srv.request("GET", "/metrics").body.decode().splitlines():
+        if line.startswith("orq_websocket_clients "):
+            return float(line.split()[1])
+    raise AssertionError("no orq_websocket_clients metric")
+
+
+def test_a_client_that_leaves_megabytes_unread_is_closed(server_factory):
+    srv = server_factory("--auth", "open")
+    stuck = socket.create_connection(("127.0.0.1", srv.port))
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.sendall(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                  b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                  b"Sec-WebSocket-Version: 13\r\n\r\n")
+    deadline = time.monotonic() + 10
+    while _ws_clients(srv) < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _ws_clients(srv) == 1
+    big = "import sys\nsys.stdout.write('o' * 1000000)\nsys.stderr.write('e' * 1000000)"
+    for _ in range(6):  # each final event carries 2 MB of output
+        assert srv.run(big)["status"] == "DONE"
+    deadline = time.monotonic() + 30
+    while _ws_clients(srv) > 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _ws_clients(srv) == 0, "the client that never reads was not closed"
+    stuck.close()

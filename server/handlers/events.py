@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import urllib.parse
@@ -13,16 +14,17 @@ from ..auth import AuthError, User
 from .base import ApiError, BaseHandler
 
 log = logging.getLogger("orq.ws")
-MAX_PENDING = 2000  # events buffered for one socket; beyond that it is closed (1013)
+MAX_BACKLOG = 8 * 1024 * 1024  # bytes written but not yet taken by one client; then 1013
 
 
 class EventsHandler(BaseHandler, tornado.websocket.WebSocketHandler):
-    """One socket = one listener on the bus plus a writer task draining its own buffer."""
+    """One socket = one listener on the bus; events are written at once, and a client that
+    leaves more than MAX_BACKLOG bytes unread is closed, so it never holds the server up."""
 
     def initialize(self, app) -> None:
         super().initialize(app)
-        self.queue: asyncio.Queue | None = None
-        self.writer: asyncio.Task | None = None
+        self.backlog = 0  # bytes handed to the socket and not yet flushed
+        self.listening = False
         self.job_ids: set[int] = set()
         self.uids: set[int] = set()
 
@@ -69,15 +71,13 @@ class EventsHandler(BaseHandler, tornado.websocket.WebSocketHandler):
         return True
 
     async def open(self) -> None:
-        self.queue = asyncio.Queue(MAX_PENDING)
         since = self.get_query_argument("since", None)
-        hello = {"type": "hello", "last_id": self.app.bus.last_id,
-                 "user": _describe(self.user), "auth": self.app.config.auth}
-        self.queue.put_nowait(hello)
+        self.enqueue({"type": "hello", "last_id": self.app.bus.last_id,
+                      "user": _describe(self.user), "auth": self.app.config.auth})
         self.app.bus.subscribe(self.on_event)
+        self.listening = True
         if since is not None and since.isdigit():
             self.replay(int(since))
-        self.writer = asyncio.ensure_future(self.write_loop())
         metrics.WS_CLIENTS.inc()
 
     def replay(self, since: int) -> None:
@@ -95,25 +95,24 @@ class EventsHandler(BaseHandler, tornado.websocket.WebSocketHandler):
             self.enqueue(event)
 
     def enqueue(self, event: dict) -> None:
-        try:
-            self.queue.put_nowait(event)
-        except asyncio.QueueFull:
-            log.info("closing a WebSocket that fell %d events behind", MAX_PENDING)
+        """Write the event now; the bytes count against this client until flushed."""
+        text = wire(event)
+        if self.backlog and self.backlog + len(text) > MAX_BACKLOG:
+            log.info("closing a WebSocket that left %d bytes unread", self.backlog)
             self.app.bus.unsubscribe(self.on_event)
             self.close(1013, "too far behind; reconnect with ?since=<last id>")
-
-    async def write_loop(self) -> None:
-        """Write whatever is buffered, then wait for the socket to drain before the next batch."""
+            return
         try:
-            while True:
-                batch = [await self.queue.get()]
-                while not self.queue.empty():
-                    batch.append(self.queue.get_nowait())
-                for event in batch[:-1]:
-                    self.write_message(wire(event))
-                await self.write_message(wire(batch[-1]))
-        except (tornado.websocket.WebSocketClosedError, asyncio.CancelledError):
-            pass
+            done = self.write_message(text)
+        except tornado.websocket.WebSocketClosedError:
+            return
+        self.backlog += len(text)
+        done.add_done_callback(functools.partial(self._flushed, len(text)))
+
+    def _flushed(self, size: int, future: asyncio.Future) -> None:
+        self.backlog -= size
+        if not future.cancelled():
+            future.exception()  # a closed socket: on_close cleans up; nothing to log
 
     def on_message(self, message: str | bytes) -> None:
         try:
@@ -136,8 +135,8 @@ class EventsHandler(BaseHandler, tornado.websocket.WebSocketHandler):
 
     def on_close(self) -> None:
         self.app.bus.unsubscribe(self.on_event)
-        if self.writer is not None:
-            self.writer.cancel()
+        if self.listening:
+            self.listening = False
             metrics.WS_CLIENTS.dec()
 
 

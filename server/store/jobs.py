@@ -1,6 +1,7 @@
 """JobStore: the only code that reads and writes the jobs table."""
 from __future__ import annotations
 
+import collections
 import json
 import sqlite3
 from typing import Any
@@ -23,9 +24,43 @@ def row_to_job(row: sqlite3.Row) -> dict[str, Any]:
     return job
 
 
+class FinalJobCache:
+    """Final jobs never change again (only purge removes them): the most recently read ones
+    are kept, bounded by count and by the size of their texts. Callers must not mutate."""
+
+    def __init__(self, entries: int = 4096, text_bytes: int = 16 * 1024 * 1024) -> None:
+        self.entries, self.text_bytes, self.size = entries, text_bytes, 0
+        self._jobs: collections.OrderedDict[int, tuple[dict, int]] = collections.OrderedDict()
+
+    def get(self, job_id: int) -> dict | None:
+        hit = self._jobs.get(job_id)
+        if hit is None:
+            return None
+        self._jobs.move_to_end(job_id)
+        return hit[0]
+
+    def put(self, job: dict) -> None:
+        if job["status"] not in FINAL:
+            return
+        size = sum(len(job.get(k) or "") for k in ("result", "stderr", "code", "input"))
+        if size > self.text_bytes // 4:
+            return  # a huge job would push out everything else
+        self.drop(job["job_id"])
+        self._jobs[job["job_id"]] = (job, size)
+        self.size += size
+        while len(self._jobs) > self.entries or self.size > self.text_bytes:
+            self.size -= self._jobs.popitem(last=False)[1][1]
+
+    def drop(self, job_id: int) -> None:
+        old = self._jobs.pop(job_id, None)
+        if old is not None:
+            self.size -= old[1]
+
+
 class JobStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.final = FinalJobCache()  # for GET /jobs/<id>, the most frequent read
 
     async def insert(self, uid: int, language: str, code: str, input_text: str,
                      limits: dict, created_at: str) -> dict:
@@ -42,9 +77,16 @@ class JobStore:
         return row_to_job(rows[0]) if rows else None
 
     async def get(self, job_id: int, with_source: bool = False) -> dict | None:
+        if with_source and (job := self.final.get(job_id)) is not None:
+            return job
         cols = _SUMMARY + (", code, input" if with_source else "")
         row = await self.db.fetchone(f"SELECT {cols} FROM jobs WHERE job_id = ?", (job_id,))
-        return row_to_job(row) if row else None
+        if row is None:
+            return None
+        job = row_to_job(row)
+        if with_source:
+            self.final.put(job)
+        return job
 
     async def list(self, uid: int | None = None, status: str | None = None,
                    limit: int = 1000, before: int | None = None) -> list[dict]:
@@ -95,6 +137,7 @@ class JobStore:
             " AND status = 'RUNNING'", (job_id,))
 
     async def purge(self, job_id: int) -> bool:
+        self.final.drop(job_id)
         _, changed = await self.db.write(
             "DELETE FROM jobs WHERE job_id = ? AND status IN ('DONE', 'ERROR', 'CANCELLED')",
             (job_id,))

@@ -142,6 +142,17 @@ class OrqServer:
             time.sleep(0.05)
         raise AssertionError(f"job {job_id} did not finish: {job}")
 
+    def wait_status(self, job_id: int, status: str, auth: tuple | None = None,
+                    timeout: float = 30) -> dict:
+        """Poll until the job has ``status`` (e.g. RUNNING) and return it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.request("GET", f"/jobs/{job_id}", auth=auth).json
+            if job["status"] == status:
+                return job
+            time.sleep(0.05)
+        raise AssertionError(f"job {job_id} never reached {status}: {job}")
+
     def run(self, code: str, uid: int = 1, auth: tuple | None = None, **fields) -> dict:
         """Submit with ?wait=true and return the final job."""
         resp = self.request("POST", "/jobs?wait=true",
@@ -179,6 +190,15 @@ def auth_server(tmp_path_factory):
     srv.create_admin(0)
     yield srv
     srv.kill()
+
+
+@pytest.fixture(scope="session")
+def lambda_zip(tmp_path_factory) -> Path:
+    """The Lambda deployment zip, built by the real packaging code."""
+    path = tmp_path_factory.mktemp("zip") / "runner.zip"
+    subprocess.run([sys.executable, "-m", "server.deploy_lambda", "--package-only", str(path)],
+                   cwd=REPO, check=True, capture_output=True)
+    return path
 
 
 def pytest_configure(config):

@@ -198,7 +198,7 @@ def test_unknown_routes_and_methods_are_json(open_server):
 
 def test_cancel_running_job_kills_it(open_server):
     job_id = open_server.submit("import time\nprint('up', flush=True)\ntime.sleep(30)")
-    _wait_status(open_server, job_id, "RUNNING")
+    open_server.wait_status(job_id, "RUNNING")
     resp = open_server.request("DELETE", f"/jobs/{job_id}")
     assert resp.status == 200
     assert resp.json["status"] == "CANCELLED" and resp.json["error"] == "cancelled"
@@ -212,7 +212,7 @@ def test_cancel_running_job_kills_it(open_server):
 def test_cancel_waiting_job_never_runs(server_factory):
     srv = server_factory("--auth", "open", "--slots", "1")
     blocker = srv.submit("import time; time.sleep(30)")
-    _wait_status(srv, blocker, "RUNNING")
+    srv.wait_status(blocker, "RUNNING")
     waiting = srv.submit("print('should not run')")
     assert srv.request("GET", f"/jobs/{waiting}").json["status"] == "WAITING"
     resp = srv.request("DELETE", f"/jobs/{waiting}")
@@ -252,12 +252,3 @@ def test_openapi_document_is_served(open_server):
     assert resp.status == 200 and resp.json["openapi"].startswith("3.")
 
 
-def _wait_status(srv, job_id, status, timeout=30):
-    import time
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = srv.request("GET", f"/jobs/{job_id}").json
-        if job["status"] == status:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} never reached {status}: {job}")

@@ -17,12 +17,6 @@ from conftest import OrqServer
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def built_zip(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("zip") / "runner.zip"
-    subprocess.run([sys.executable, "-m", "server.deploy_lambda", "--package-only", str(path)],
-                   cwd=REPO, check=True, capture_output=True)
-    return path
 
 
 class FakeLambda:
@@ -47,9 +41,9 @@ class FakeLambda:
 
 
 @pytest.fixture
-def fake(built_zip, tmp_path):
+def fake(lambda_zip, tmp_path):
     proc = subprocess.Popen([sys.executable, str(REPO / "tests/lambda_fake.py"), "--zip",
-                             str(built_zip), "--workdir", str(tmp_path / "fake")],
+                             str(lambda_zip), "--workdir", str(tmp_path / "fake")],
                             stdout=subprocess.PIPE, text=True)
     port = int(proc.stdout.readline())
     yield FakeLambda(proc, port)

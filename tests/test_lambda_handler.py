@@ -22,20 +22,14 @@ AS_ROOT = os.geteuid() == 0
 NOBODY = 65534
 
 
-@pytest.fixture(scope="module")
-def built_zip(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("zip") / "runner.zip"
-    subprocess.run([sys.executable, "-m", "server.deploy_lambda", "--package-only", str(path)],
-                   cwd=REPO, check=True, capture_output=True)
-    return path
 
 
 @pytest.fixture
-def lam(built_zip):
+def lam(lambda_zip):
     """A fresh 'execution environment': the zip unpacked as /var/task, a private tmp root."""
     base = Path(tempfile.mkdtemp(prefix="orq-lambda-test-"))
     base.chmod(0o755)
-    with zipfile.ZipFile(built_zip) as zf:
+    with zipfile.ZipFile(lambda_zip) as zf:
         zf.extractall(base / "task")
     root = base / "tmp"
     root.mkdir()

@@ -4,20 +4,10 @@ from __future__ import annotations
 import time
 
 
-def wait_status(srv, job_id, status, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = srv.request("GET", f"/jobs/{job_id}").json
-        if job["status"] == status:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} never reached {status}: {job}")
-
-
 def test_kill9_loses_nothing_and_reruns_interrupted_job(server_factory):
     srv = server_factory("--auth", "open", "--slots", "1")
     running = srv.submit("import time\nprint('attempt', flush=True)\ntime.sleep(4)\nprint('end')")
-    wait_status(srv, running, "RUNNING")
+    srv.wait_status(running, "RUNNING")
     waiting = [srv.submit(f"print({i})") for i in range(5)]
     srv.kill()
     srv.start()
@@ -32,7 +22,7 @@ def test_job_interrupted_twice_ends_error_interrupted(server_factory):
     srv = server_factory("--auth", "open", "--slots", "1")
     job_id = srv.submit("import time; time.sleep(30)")
     for attempt in (1, 2):
-        assert wait_status(srv, job_id, "RUNNING")["attempts"] == attempt
+        assert srv.wait_status(job_id, "RUNNING")["attempts"] == attempt
         srv.kill()
         srv.start()
     job = srv.wait_final(job_id)
@@ -42,11 +32,11 @@ def test_job_interrupted_twice_ends_error_interrupted(server_factory):
 def test_sigterm_stops_cleanly_and_jobs_run_after_restart(server_factory):
     srv = server_factory("--auth", "open", "--slots", "1")
     running = srv.submit("import time; time.sleep(30)")
-    wait_status(srv, running, "RUNNING")
+    srv.wait_status(running, "RUNNING")
     later = srv.submit("print('later')")
     assert srv.stop() == 0
     srv.start()
-    assert wait_status(srv, running, "RUNNING")["attempts"] == 2
+    assert srv.wait_status(running, "RUNNING")["attempts"] == 2
     assert srv.request("DELETE", f"/jobs/{running}").json["status"] == "CANCELLED"
     assert srv.wait_final(later)["result"] == "later\n"
 

@@ -24,6 +24,8 @@ from .sandbox import (
     as_unprivileged,
     find_bwrap,
     interpreter_prefixes,
+    memfd,
+    read_info,
     self_test,
 )
 
@@ -52,13 +54,6 @@ class _Run:
 def instance_name(data_dir) -> str:
     """A stable name per data dir: this server's cgroups live under orq/<name>."""
     return "srv-" + hashlib.sha1(str(Path(data_dir).resolve()).encode()).hexdigest()[:12]
-
-
-def memfd(name: str, data: bytes) -> int:
-    fd = os.memfd_create(name, os.MFD_CLOEXEC)
-    os.write(fd, data)
-    os.lseek(fd, 0, os.SEEK_SET)
-    return fd
 
 
 class LocalBackend(Backend):
@@ -184,7 +179,7 @@ class LocalBackend(Backend):
         """Put the sandboxed child into its cgroup and rlimits, then let it run the job."""
         loop = asyncio.get_running_loop()
         try:
-            info = await loop.run_in_executor(None, _read_info, info_r)
+            info = await loop.run_in_executor(None, read_info, info_r)
             child = int(json.loads(info)["child-pid"])
             if run.cgroup is not None:
                 run.cgroup.add(child)
@@ -220,16 +215,6 @@ class LocalBackend(Backend):
         if run.cgroup is not None and run.cgroup.oom_killed() and error in (None, core.TIMEOUT):
             error = core.MEMORY
         return core.make_result(out, err, run.proc.returncode, time.monotonic() - start, error)
-
-
-def _read_info(fd: int) -> bytes:
-    """bwrap writes one JSON object (with "child-pid") to the info fd, then closes it."""
-    data = b""
-    while chunk := os.read(fd, 4096):
-        data += chunk
-        if data.rstrip().endswith(b"}"):
-            break
-    return data
 
 
 def rlimit_argv(prlimit: str | None, spec: JobSpec, config, with_cgroup: bool) -> list[str]:

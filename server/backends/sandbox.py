@@ -122,3 +122,21 @@ def self_test(sandbox: Sandbox, python: str) -> None:
                 "(sysctl kernel.unprivileged_userns_clone=1 or user.max_user_namespaces>0)")
         raise SandboxUnavailable(f"bubblewrap failed a test run: {reason[-1] if reason else proc.returncode}"
                                  f"{hint}")
+
+
+def memfd(name: str, data: bytes) -> int:
+    """An anonymous in-memory file holding ``data`` (bwrap copies it in with --ro-bind-data)."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def read_info(fd: int) -> bytes:
+    """bwrap writes one JSON object (with "child-pid") to its --info-fd, then closes it."""
+    data = b""
+    while chunk := os.read(fd, 4096):
+        data += chunk
+        if data.rstrip().endswith(b"}"):
+            break
+    return data

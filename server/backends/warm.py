@@ -21,7 +21,7 @@ from ..runner import core
 from .base import JobSpec, RunHooks
 from .cgroups import JobCgroup
 from .local import _drain, _feed
-from .sandbox import GROUP, PASSWD, Sandbox, as_unprivileged
+from .sandbox import GROUP, PASSWD, Sandbox, as_unprivileged, memfd, read_info
 
 log = logging.getLogger("orq.warm")
 RUNNER_SOURCE = Path(__file__).resolve().parent.parent / "runner" / "warm.py"
@@ -38,13 +38,6 @@ class WarmUnavailable(Exception):
 
 class RunnerBroken(Exception):
     """A runner died or broke the protocol; it is replaced."""
-
-
-def memfd(name: str, data: bytes) -> int:
-    fd = os.memfd_create(name, os.MFD_CLOEXEC)
-    os.write(fd, data)
-    os.lseek(fd, 0, os.SEEK_SET)
-    return fd
 
 
 def children(pid: int) -> list[int]:
@@ -154,7 +147,7 @@ class WarmRunner:
     async def _handshake(self, info_r: int) -> None:
         loop = asyncio.get_running_loop()
         try:
-            info = await asyncio.wait_for(loop.run_in_executor(None, _read_all, info_r), 30)
+            info = await asyncio.wait_for(loop.run_in_executor(None, read_info, info_r), 30)
         finally:
             os.close(info_r)
         sandbox_init = int(json.loads(info)["child-pid"])
@@ -249,15 +242,6 @@ def runner_argv(sandbox: Sandbox, fds: dict[str, int]) -> list[str]:
     assert argv[-1] == "--"
     caps = [] if os.environ.get(BREAK_ENV) else [a for c in RUNNER_CAPS for a in ("--cap-add", c)]
     return argv[:-1] + caps + ["--"]
-
-
-def _read_all(fd: int) -> bytes:
-    data = b""
-    while chunk := os.read(fd, 4096):
-        data += chunk
-        if data.rstrip().endswith(b"}"):
-            break
-    return data
 
 
 async def _log_stderr(runner: WarmRunner) -> None:

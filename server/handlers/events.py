@@ -140,16 +140,16 @@ class EventsHandler(BaseHandler, tornado.websocket.WebSocketHandler):
             metrics.WS_CLIENTS.dec()
 
 
-def wire(event: dict) -> str:
-    """The event as sent, serialised once however many sockets receive it. Output events
-    carry the uid internally for filtering; clients get the spec's shape."""
-    text = event.get("_wire")
-    if text is None:
+def wire(event: dict) -> bytes:
+    """The event as sent (UTF-8 JSON), encoded once however many sockets receive it. Output
+    events carry the uid internally for filtering; clients get the spec's shape."""
+    data = event.get("_wire")
+    if data is None:
         public = {k: v for k, v in event.items() if k not in ("uid", "_wire")} \
             if event.get("type") == "output" else event
-        text = json.dumps(public, ensure_ascii=False)
-        event["_wire"] = text
-    return text
+        data = json.dumps(public, ensure_ascii=False).encode()
+        event["_wire"] = data
+    return data
 
 
 def _describe(user: User | None) -> dict | None:

@@ -118,6 +118,21 @@ def test_pid_namespace_per_job_and_nothing_outlives_it(warm1):
     assert later["result"] == "[1, 2]\n", later
 
 
+def test_nothing_network_passes_from_one_job_to_the_next(warm1):
+    """A slot's jobs share its empty network namespace one after another: a listener or an
+    abstract socket left by one job is gone before the next one runs."""
+    first = warm1.run("import socket, time\n"
+                      "s = socket.socket(); s.bind(('127.0.0.1', 7777)); s.listen()\n"
+                      "u = socket.socket(socket.AF_UNIX); u.bind('\\0orq-leak'); u.listen()\n"
+                      "import os\nif os.fork() == 0:\n    time.sleep(60)\nprint('listening')")
+    assert first["result"] == "listening\n", first
+    second = warm1.run("import socket\nfor fam, addr in ((socket.AF_INET, ('127.0.0.1', 7777)),"
+                       " (socket.AF_UNIX, '\\0orq-leak')):\n"
+                       "    try:\n        socket.socket(fam).connect(addr); print('reached')\n"
+                       "    except OSError as exc:\n        print(type(exc).__name__)")
+    assert second["result"] == "ConnectionRefusedError\nConnectionRefusedError\n", second
+
+
 def test_job_has_no_capabilities_and_no_new_user_namespaces(warm1):
     job = warm1.run(
         "import subprocess\n"

@@ -26,7 +26,7 @@ from .sandbox import GROUP, PASSWD, Sandbox, as_unprivileged, memfd, read_info
 log = logging.getLogger("orq.warm")
 RUNNER_SOURCE = Path(__file__).resolve().parent.parent / "runner" / "warm.py"
 # what the runner needs inside its user namespace (never passed on to a job)
-RUNNER_CAPS = ("CAP_SYS_ADMIN", "CAP_SETPCAP", "CAP_NET_ADMIN")
+RUNNER_CAPS = ("CAP_SYS_ADMIN", "CAP_SETPCAP")
 PROTOCOL_TIMEOUT_S = 10.0
 KILL_GRACE_S = 2.0
 BREAK_ENV = "_ORQ_WARM_WITHOUT_CAPS"  # test hook: start runners without their capabilities

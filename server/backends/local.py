@@ -94,7 +94,10 @@ class LocalBackend(Backend):
 
     async def _start_warm(self) -> None:
         from .warm import WarmPool, WarmUnavailable  # warm imports this module
-        pool = WarmPool(self.sandbox, self.config.python, self.capacity, self.config.tmp_size_mb)
+        cfg = self.config
+        pool = WarmPool(self.sandbox, cfg.python, self.capacity, cfg.tmp_size_mb, self.cgroups,
+                        (cfg.memory_mb, cfg.cpus, cfg.max_pids, cfg.io_weight),
+                        self._release_later)
         try:
             await pool.start()
             self.warm = pool
@@ -125,14 +128,14 @@ class LocalBackend(Backend):
             run.kill(core.CANCELLED)
 
     async def run(self, spec: JobSpec, hooks: RunHooks) -> dict:
+        if spec.language == "python" and self.warm is not None:
+            limits = rlimits(spec, self.config, self.cgroups.version is not None)
+            result = await self.warm.run(spec, hooks, self._runs, limits)
+            if result is not None:
+                return result
         cgroup = self.cgroups.acquire(spec.memory_mb, spec.cpus, self.config.max_pids,
                                       spec.io_weight)
         try:
-            if spec.language == "python" and self.warm is not None:
-                result = await self.warm.run(spec, hooks, cgroup, self._runs,
-                                             rlimits(spec, self.config, cgroup is not None))
-                if result is not None:
-                    return result
             return await self._run(spec, hooks, cgroup)
         finally:
             if cgroup is not None:  # emptied (the job's processes are SIGKILLed) and reused
@@ -181,8 +184,8 @@ class LocalBackend(Backend):
         try:
             info = await loop.run_in_executor(None, read_info, info_r)
             child = int(json.loads(info)["child-pid"])
-            if run.cgroup is not None:
-                run.cgroup.add(child)
+            if run.cgroup is not None:  # a v1 migration may wait for an RCU grace period
+                await loop.run_in_executor(None, run.cgroup.add, child)
             os.write(block_w, b"go")
         except (OSError, ValueError, KeyError) as exc:
             run.kill(core.INTERRUPTED)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..runner import core
 from .base import JobSpec, RunHooks
-from .cgroups import JobCgroup
+from .cgroups import CgroupManager, JobCgroup
 from .local import _drain, _feed
 from .sandbox import GROUP, PASSWD, Sandbox, as_unprivileged, memfd, read_info
 
@@ -108,6 +108,7 @@ class WarmRun:
 class WarmRunner:
     def __init__(self, proc: asyncio.subprocess.Process, chan: Channel, host_pid: int) -> None:
         self.proc, self.chan, self.host_pid = proc, chan, host_pid
+        self.next: asyncio.Future | None = None  # -> (host pid of C, its cgroup), see prepare
         self.last_error = ""  # the runner's last line on stderr (it writes only when failing)
         self.log_level = logging.WARNING  # DEBUG while probing: the fallback says it in one line
         self.stderr_task: asyncio.Future | None = None
@@ -156,17 +157,65 @@ class WarmRunner:
         if not self.host_pid:
             raise RunnerBroken("cannot find the runner's host pid")
 
-    def kill(self) -> None:
+    def kill(self, release=None) -> None:
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
         self.chan.sock.close()
+        self._drop_next(release)
 
-    async def execute(self, spec: JobSpec, hooks: RunHooks, cgroup: JobCgroup | None,
-                      runs: dict, rlimits: dict) -> dict:
-        """Run one job; raise RunnerBroken (before it started) or return its result."""
-        run = await self._claim(spec, cgroup)
+    def _drop_next(self, release) -> None:
+        nxt, self.next = self.next, None
+        if nxt is None:
+            return
+        if not nxt.done():
+            nxt.cancel()
+        elif not nxt.cancelled() and nxt.exception() is None and release is not None:
+            cgroup = nxt.result()[1]
+            if cgroup is not None:
+                release(cgroup)
+
+    def prepare(self, pool: WarmPool) -> None:
+        """Take the runner's next job child into a cgroup now, while the slot is idle: a
+        cgroup v1 migration can wait ~10 ms for an RCU grace period, which must not sit
+        on a job's path. The job's own limits are written into that cgroup when it comes."""
+        self.next = asyncio.ensure_future(self._prepare(pool))
+        self.next.add_done_callback(lambda f: f.cancelled() or f.exception())  # seen in _claim
+
+    async def _prepare(self, pool: WarmPool) -> tuple[int, JobCgroup | None]:
+        reply = await self.chan.recv()
+        pid = child_host_pid(self.host_pid, int(reply["prepared"]))
+        if pid is None:
+            raise RunnerBroken(f"job child {reply['prepared']} not found")
+        init = children(pid)  # G forks the job: every job process starts in the cgroup;
+        if len(init) != 1:    # C only waits, and is killed by pid
+            raise RunnerBroken(f"job child {pid} has no init process")
+        if pool.cgroups is None or pool.cgroups.version is None:
+            return pid, None
+        cgroup = pool.cgroups.acquire(*pool.cgroup_defaults)
+        if cgroup is None:
+            raise RunnerBroken("no cgroup for the next job")
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, cgroup.add, init[0])
+        except BaseException:
+            pool.release_cgroup(cgroup)
+            raise
+        return pid, cgroup
+
+    async def execute(self, spec: JobSpec, hooks: RunHooks, runs: dict, rlimits: dict,
+                      pool: WarmPool) -> dict:
+        """Run one job; raise RunnerBroken (before it started) or return its result. The
+        job's cgroup goes back to the pool's manager (emptied and reused) in the end."""
+        run = await self._claim(spec, pool.pids)
+        try:
+            return await self._execute(run, spec, hooks, runs, rlimits)
+        finally:
+            if run.cgroup is not None:
+                pool.release_cgroup(run.cgroup)
+
+    async def _execute(self, run: WarmRun, spec: JobSpec, hooks: RunHooks, runs: dict,
+                       rlimits: dict) -> dict:
         pipes = [os.pipe() for _ in range(3)]
         child_ends = [pipes[0][0], pipes[1][1], pipes[2][1],
                       memfd("source", spec.code.encode("utf-8", "surrogatepass"))]
@@ -190,19 +239,19 @@ class WarmRunner:
             runs.pop(spec.job_id, None)
             run.done.set()
 
-    async def _claim(self, spec: JobSpec, cgroup: JobCgroup | None) -> WarmRun:
-        """Take the prepared job child: find its host pid, put its init into the cgroup."""
+    async def _claim(self, spec: JobSpec, pids: int) -> WarmRun:
+        """Take the prepared job child (already in its cgroup) and give it the job's limits."""
+        nxt, self.next = self.next, None
+        cgroup = None
         try:
-            reply = await asyncio.wait_for(self.chan.recv(), PROTOCOL_TIMEOUT_S)
-            pid = child_host_pid(self.host_pid, int(reply["prepared"]))
-            if pid is None:
-                raise RunnerBroken(f"job child {reply['prepared']} not found")
-            init = children(pid)  # G forks the job: every job process starts in the cgroup;
-            if len(init) != 1:    # C only waits, and is killed by pid
-                raise RunnerBroken(f"job child {pid} has no init process")
+            if nxt is None:
+                raise RunnerBroken("no job child was prepared")
+            pid, cgroup = await asyncio.wait_for(nxt, PROTOCOL_TIMEOUT_S)
             if cgroup is not None:
-                cgroup.add(init[0])
+                cgroup.configure(spec.memory_mb, spec.cpus, pids, spec.io_weight)
         except (RunnerBroken, OSError, ValueError, KeyError, TimeoutError) as exc:
+            if cgroup is not None:
+                cgroup.remove()  # its limits may be half written: never reused
             raise RunnerBroken(f"the warm runner did not start job {spec.job_id}: {exc}") \
                 from exc
         return WarmRun(pid, cgroup)
@@ -268,8 +317,15 @@ async def _streams(stdin_w: int, stdout_r: int, stderr_r: int):
 class WarmPool:
     """One warm runner per slot; a job borrows one and gives it back (or has it replaced)."""
 
-    def __init__(self, sandbox: Sandbox, python: str, size: int, tmp_size_mb: int) -> None:
+    def __init__(self, sandbox: Sandbox, python: str, size: int, tmp_size_mb: int,
+                 cgroups: CgroupManager | None = None, cgroup_defaults: tuple = (),
+                 release_cgroup=None) -> None:
         self.sandbox, self.python, self.size = sandbox, python, size
+        # job cgroups: taken from the manager with default limits while a runner is idle,
+        # reconfigured for the job, and handed back through release_cgroup afterwards
+        self.cgroups, self.cgroup_defaults = cgroups, cgroup_defaults
+        self.release_cgroup = release_cgroup or (lambda cgroup: cgroup.remove())
+        self.pids = cgroup_defaults[2] if cgroup_defaults else 64
         self.tmp_size = tmp_size_mb * 1024 * 1024
         self.idle: asyncio.Queue[WarmRunner | None] = asyncio.Queue()
         self.runners: set[WarmRunner] = set()
@@ -281,6 +337,7 @@ class WarmPool:
         """Start every runner; raise WarmUnavailable (with the reason) if warm cannot work here."""
         first = await WarmRunner.start(self.sandbox, self.python, self.tmp_size)
         self.runners.add(first)
+        first.prepare(self)
         first.log_level = logging.DEBUG
         await self._probe(first)
         first.log_level = logging.WARNING
@@ -291,6 +348,7 @@ class WarmPool:
                 await self.stop()
                 raise WarmUnavailable(str(runner))
             self.runners.add(runner)
+            runner.prepare(self)
         for runner in self.runners:
             self.idle.put_nowait(runner)
 
@@ -302,8 +360,9 @@ class WarmPool:
                        code="import os; print(os.getpid(), sorted(os.listdir('/tmp')))",
                        timeout_s=30, memory_mb=64, cpus=1, io_weight=100, output_cap=65536)
         try:
-            result = await runner.execute(spec, RunHooks(started, lambda *_: None), None, {},
-                                          {"core": 0, "nofile": 256})
+            result = await runner.execute(spec, RunHooks(started, lambda *_: None), {},
+                                          {"core": 0, "nofile": 256}, self)
+            self._release(runner, True, reuse=False)
         except RunnerBroken as exc:
             await asyncio.sleep(0.1)  # let the runner's last words reach last_error
             await self.stop()
@@ -318,12 +377,12 @@ class WarmPool:
         for task in self._tasks:
             task.cancel()
         for runner in self.runners:
-            runner.kill()
+            runner.kill(self.release_cgroup)
         for runner in self.runners:
             await runner.proc.wait()
         self.runners.clear()
 
-    async def run(self, spec: JobSpec, hooks: RunHooks, cgroup: JobCgroup | None, runs: dict,
+    async def run(self, spec: JobSpec, hooks: RunHooks, runs: dict,
                   rlimits: dict) -> dict | None:
         """Run a job on a warm runner; None when it should run cold (no runner, or the
         runner broke before the job started)."""
@@ -332,7 +391,7 @@ class WarmPool:
             return None
         healthy = False
         try:
-            result = await runner.execute(spec, hooks, cgroup, runs, rlimits)
+            result = await runner.execute(spec, hooks, runs, rlimits, self)
             healthy = runner.alive and not (result["error"] or "").startswith("backend:")
             return result
         except RunnerBroken as exc:
@@ -350,11 +409,13 @@ class WarmPool:
             self._release(runner, False)
         return None
 
-    def _release(self, runner: WarmRunner, healthy: bool) -> None:
+    def _release(self, runner: WarmRunner, healthy: bool, reuse: bool = True) -> None:
         if healthy:
-            self.idle.put_nowait(runner)
+            runner.prepare(self)
+            if reuse:
+                self.idle.put_nowait(runner)
             return
-        runner.kill()
+        runner.kill(self.release_cgroup)
         self.runners.discard(runner)
         self.replaced += 1
         task = asyncio.ensure_future(self._replace())
@@ -370,6 +431,7 @@ class WarmPool:
                 await asyncio.sleep(1 + attempt)
                 continue
             self.runners.add(runner)
+            runner.prepare(self)
             self.idle.put_nowait(runner)
             return
         log.warning("warm runners keep failing; python jobs run cold from now on")

@@ -17,7 +17,7 @@ import tornado.ioloop
 import tornado.web
 from tornado import httputil
 
-from . import __version__
+from . import __version__, timeutil
 from . import config as config_mod
 from .auth import Authenticator, AuthError
 from .backends.base import Backend, BackendUnavailable
@@ -129,7 +129,9 @@ async def build(config: Config, backend: Backend | None = None) -> App:
     db = Database(config.db_path)
     await db.open()
     store = JobStore(db)
-    auth = Authenticator(UserStore(db), TokenStore(db), config.token_ttl_s)
+    tokens = TokenStore(db)
+    await tokens.purge_expired(timeutil.now())
+    auth = Authenticator(UserStore(db), tokens, config.token_ttl_s)
     bus = EventBus()
     backend = backend or make_backend(config)
     try:

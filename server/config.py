@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,7 +153,3 @@ def validate(cfg: Config) -> None:
         raise ConfigError("slots must be at least 1")
     if not 10 <= cfg.io_weight <= 1000:
         raise ConfigError("io_weight must be between 10 and 1000")
-
-
-def replace(cfg: Config, **changes) -> Config:
-    return dataclasses.replace(cfg, **changes)

@@ -160,3 +160,16 @@ def test_create_admin_from_stdin(server_factory):
                           input="admin-pass-77\n", text=True, capture_output=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert srv.request("GET", "/metrics", auth=(77, "admin-pass-77")).status == 200
+
+
+def test_expired_tokens_are_removed_at_start(server_factory):
+    import sqlite3
+    import time
+    srv = server_factory("--token-ttl-s", "1")
+    uid, pw = srv.register(12)
+    srv.token(uid, pw)
+    time.sleep(1.5)
+    srv.restart()
+    srv.token(uid, pw)  # a fresh one stays
+    with sqlite3.connect(srv.data_dir / "orq.db") as db:
+        assert db.execute("SELECT count(*) FROM tokens").fetchone()[0] == 1

@@ -57,8 +57,7 @@ def test_unfinished_and_counts_use_the_status_index(tmp_path):
         db, _ = await _opened(tmp_path / "orq.db")
         try:
             return [await _plan(db, "SELECT job_id, uid, status, attempts FROM jobs WHERE status"
-                                " IN ('WAITING', 'RUNNING') ORDER BY job_id", []),
-                    await _plan(db, "SELECT status, count(*) FROM jobs GROUP BY status", [])]
+                                " IN ('WAITING', 'RUNNING') ORDER BY job_id", [])]
         finally:
             await db.close()
     for plan in run(check()):
@@ -133,7 +132,8 @@ def test_state_changes_are_durable_and_final_states_never_change(tmp_path):
         await db.close()
         db, store = await _opened(tmp_path / "orq.db")
         try:
-            return await store.get(job_id, with_source=True), await store.status_counts()
+            return (await store.get(job_id, with_source=True),
+                    {st: len(await store.list(status=st)) for st in ("DONE", "WAITING")})
         finally:
             await db.close()
     job, counts = run(scenario())

@@ -4,8 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -116,26 +115,6 @@ class Database:
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         return list(await self.conn.execute_fetchall(sql, tuple(params)))
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT; a failed write raises StoreError, never half-applies."""
-        async with self._write_lock:
-            try:
-                await self.conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise StoreError(str(exc)) from exc
-            try:
-                yield self.conn
-                await self.conn.execute("COMMIT")
-            except BaseException as exc:
-                try:
-                    await self.conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-                if isinstance(exc, sqlite3.Error):
-                    raise StoreError(str(exc)) from exc
-                raise
 
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
         """One durable write; returns lastrowid."""

@@ -149,9 +149,3 @@ class JobStore:
             "SELECT job_id, uid, status, attempts FROM jobs"
             " WHERE status IN ('WAITING', 'RUNNING') ORDER BY job_id")
         return [tuple(r) for r in rows]
-
-    async def status_counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(STATUSES, 0)
-        rows = await self.db.fetchall("SELECT status, count(*) FROM jobs GROUP BY status")
-        counts.update({status: n for status, n in rows})
-        return counts

@@ -55,9 +55,9 @@ class TokenStore:
         return row[0] if row else None
 
     async def revoke(self, token_hash: str) -> bool:
-        async with self.db.transaction() as conn:
-            cur = await conn.execute("DELETE FROM tokens WHERE token_hash = ?", (token_hash,))
-            return cur.rowcount == 1
+        _, deleted = await self.db.write("DELETE FROM tokens WHERE token_hash = ?",
+                                         (token_hash,))
+        return deleted == 1
 
     async def purge_expired(self, now: str) -> None:
         await self.db.execute("DELETE FROM tokens WHERE expires_at <= ?", (now,))

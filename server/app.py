@@ -10,10 +10,11 @@ import os
 import re
 import signal
 import sys
+import time
 from dataclasses import dataclass
 
 import tornado.httpserver
-import tornado.ioloop
+import tornado.iostream
 import tornado.web
 from tornado import httputil
 
@@ -85,11 +86,26 @@ def _refuse_body(stream, limit: int) -> None:
     stream.write(("HTTP/1.1 413 Payload Too Large\r\n"
                   "Content-Type: application/json; charset=utf-8\r\n"
                   f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}").encode())
-    # drop (never keep) what the client still sends for a moment, so that closing does not
-    # reset the connection before the client has read the answer
-    stream.read_until_close(streaming_callback=lambda _data: None).add_done_callback(
-        lambda f: f.exception())
-    tornado.ioloop.IOLoop.current().call_later(2.0, stream.close)
+    task = asyncio.ensure_future(_linger(stream))
+    _LINGERING.add(task)
+    task.add_done_callback(_LINGERING.discard)
+
+
+_LINGERING: set[asyncio.Task] = set()
+
+
+async def _linger(stream, seconds: float = 2.0, most: int = 64 * 1024 * 1024) -> None:
+    """Drop (never keep) what the client still sends for a moment, so that closing does not
+    reset the connection before the client has read the answer (a "lingering close")."""
+    deadline, dropped = time.monotonic() + seconds, 0
+    try:
+        while dropped < most and (left := deadline - time.monotonic()) > 0:
+            chunk = await asyncio.wait_for(stream.read_bytes(65536, partial=True), left)
+            dropped += len(chunk)
+    except (tornado.iostream.StreamClosedError, TimeoutError):
+        pass
+    finally:
+        stream.close()
 
 
 class HTTPServer(tornado.httpserver.HTTPServer):

@@ -13,6 +13,7 @@ import json
 import shutil
 import tempfile
 import time
+import urllib.request
 from datetime import datetime
 from pathlib import Path
 
@@ -62,20 +63,43 @@ async def measure(url: str, clients: int, jobs: int, rate: float) -> dict:
             "max": max(latencies), "events": seen["events"], "expected": expected}
 
 
+def server_delivery_p99(url: str) -> tuple[float, int]:
+    """The p99 bucket bound (ms) of orq_websocket_delivery_seconds, and its sample count."""
+    text = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
+    buckets = []
+    for line in text.splitlines():
+        if line.startswith("orq_websocket_delivery_seconds_bucket"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float(bound), float(line.rsplit(" ", 1)[1])))
+    total = buckets[-1][1]
+    bound = next(b for b, n in buckets if n >= 0.99 * total)
+    return bound * 1000, int(total)
+
+
 def run(clients: int = 100, jobs: int = 100, rate: float = 10.0) -> list[dict]:
     tmp = Path(tempfile.mkdtemp(prefix="orq-bench-ws-"))
     try:
         with orq_server(tmp / "data", "open").start() as orq:
             stats = asyncio.run(measure(orq.url, clients, jobs, rate))
+            server_p99, samples = server_delivery_p99(orq.url)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    met = stats["p99"] <= 20 and stats["events"] == stats["expected"]
-    return [{"figure": f"WebSocket event latency, {clients} clients", "baseline": "-",
-             "baseline_value": "-", "value": f"p99 {stats['p99']:.1f} ms", "ratio": None,
-             "target": "p99 <= 20 ms", "met": met,
-             "detail": (f"p50 {stats['p50']:.1f} ms, max {stats['max']:.1f} ms; "
-                        f"{stats['events']}/{stats['expected']} events delivered; "
-                        f"{jobs} jobs at {rate:g}/s")}]
+    delivered = stats["events"] == stats["expected"]
+    common = {"baseline": "-", "baseline_value": "-", "ratio": None, "target": "p99 <= 20 ms"}
+    return [
+        {"figure": f"WebSocket event latency, {clients} clients (server: durable -> socket)",
+         **common, "value": f"p99 <= {server_p99:g} ms", "met": server_p99 <= 20 and delivered,
+         "detail": (f"orq_websocket_delivery_seconds: {samples} hand-overs, from the event's "
+                    "publication right after its commit to the write into each client's "
+                    "socket; p99 is the histogram bucket bound")},
+        {"figure": f"WebSocket event latency, {clients} clients (as one client process sees it)",
+         **common, "value": f"p99 {stats['p99']:.1f} ms", "met": stats["p99"] <= 20 and delivered,
+         "detail": (f"p50 {stats['p50']:.1f} ms, max {stats['max']:.1f} ms; "
+                    f"{stats['events']}/{stats['expected']} events delivered; "
+                    f"{jobs} jobs at {rate:g}/s; an upper bound: it adds the commit and the "
+                    f"time one Python process takes to read and parse {clients} sockets' "
+                    "messages on the same 2 cores")},
+    ]
 
 
 if __name__ == "__main__":

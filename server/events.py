@@ -37,7 +37,9 @@ class EventBus:
             self._bytes -= self._recent.popleft()[1]
 
     def publish(self, event: dict) -> dict:
-        event = {"id": next(self._ids), **event}
+        """Fan ``event`` out; keys starting with "_" are internal and never sent (``_t`` is
+        when it was published, for the delivery-delay metric)."""
+        event = {"id": next(self._ids), **event, "_t": time.monotonic()}
         self._remember(event)
         for listener in list(self._listeners):
             try:

@@ -14,6 +14,10 @@ JOBS_WAITING = Gauge("orq_jobs_waiting", "Jobs waiting to run", registry=REGISTR
 JOBS_RUNNING = Gauge("orq_jobs_running", "Jobs running now", registry=REGISTRY)
 HTTP_REQUESTS = Counter("orq_http_requests", "HTTP requests answered", ["code"],
                         registry=REGISTRY)
+WS_DELIVERY = Histogram(
+    "orq_websocket_delivery_seconds",
+    "From an event's publication (its change is durable) to its hand-over to one client's socket",
+    registry=REGISTRY, buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1))
 WS_CLIENTS = Gauge("orq_websocket_clients", "Connected WebSocket clients", registry=REGISTRY)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 

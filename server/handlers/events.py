@@ -5,6 +5,7 @@ import asyncio
 import functools
 import json
 import logging
+import time
 import urllib.parse
 
 import tornado.websocket
@@ -108,6 +109,8 @@ class EventsHandler(BaseHandler, tornado.websocket.WebSocketHandler):
             return
         self.backlog += len(text)
         done.add_done_callback(functools.partial(self._flushed, len(text)))
+        if "_t" in event:
+            metrics.WS_DELIVERY.observe(time.monotonic() - event["_t"])
 
     def _flushed(self, size: int, future: asyncio.Future) -> None:
         self.backlog -= size
@@ -141,12 +144,13 @@ class EventsHandler(BaseHandler, tornado.websocket.WebSocketHandler):
 
 
 def wire(event: dict) -> bytes:
-    """The event as sent (UTF-8 JSON), encoded once however many sockets receive it. Output
-    events carry the uid internally for filtering; clients get the spec's shape."""
+    """The event as sent (UTF-8 JSON), encoded once however many sockets receive it. Keys
+    starting with "_" are internal; output events carry the uid only for filtering."""
     data = event.get("_wire")
     if data is None:
-        public = {k: v for k, v in event.items() if k not in ("uid", "_wire")} \
-            if event.get("type") == "output" else event
+        output = event.get("type") == "output"
+        public = {k: v for k, v in event.items()
+                  if not k.startswith("_") and not (output and k == "uid")}
         data = json.dumps(public, ensure_ascii=False).encode()
         event["_wire"] = data
     return data

@@ -167,10 +167,8 @@ class JobService:
         await self.store.purge(job["job_id"])
 
     def counts(self) -> dict[str, int]:
-        return {"waiting": len(self.queue) + self._waiting_delayed(), "running": len(self.running)}
-
-    def _waiting_delayed(self) -> int:
-        return len(self._delayed)
+        # jobs waiting for a retry (throttled, store refusing writes) are waiting too
+        return {"waiting": len(self.queue) + len(self._delayed), "running": len(self.running)}
 
     # -- scheduling -----------------------------------------------------------------
 

@@ -181,7 +181,7 @@ def print_logs(ctx: Context, job: dict) -> None:
          arg("--limit", type=int, default=50, help="at most this many (default 50)"), data=True)
 def get_jobs(args: argparse.Namespace, ctx: Context) -> int:
     jobs = ctx.client().jobs(uid=args.uid, status=args.status, limit=args.limit)
-    ctx.print(output.to_json(jobs) if ctx.output == "json" else output.jobs_table(jobs))
+    ctx.show(jobs, output.jobs_table)
     return 0
 
 
@@ -191,7 +191,7 @@ JOB_ID = arg("job_id", type=int, metavar="ID")
 @command("get job", "show one job (code, input, output, timings)", JOB_ID, data=True)
 def get_job(args: argparse.Namespace, ctx: Context) -> int:
     job = ctx.client().job(args.job_id)
-    ctx.print(output.to_json(job) if ctx.output == "json" else output.job_detail(job))
+    ctx.show(job, output.job_detail)
     return 0
 
 
@@ -222,7 +222,7 @@ def logs(args: argparse.Namespace, ctx: Context) -> int:
 @command("cancel", "cancel a waiting or running job", JOB_ID, data=True)
 def cancel(args: argparse.Namespace, ctx: Context) -> int:
     job = ctx.client().cancel(args.job_id)
-    ctx.print(output.to_json(job) if ctx.output == "json" else output.job_status_line(job))
+    ctx.show(job, output.job_status_line)
     return 0
 
 

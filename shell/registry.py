@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from . import output
 from .client import EXIT_USAGE, ApiClient, OrqError
 from .config import Config
 
@@ -74,6 +75,10 @@ class Context:
 
     def print(self, text: str = "") -> None:
         print(text, file=self.out, flush=True)
+
+    def show(self, data: Any, as_text: Callable[[Any], str]) -> None:
+        """Print data as JSON with ``-o json``, else in its human form."""
+        self.print(output.to_json(data) if self.output == "json" else as_text(data))
 
     def warn(self, text: str) -> None:
         print(text, file=self.err, flush=True)

@@ -86,8 +86,6 @@ class EventsHandler(BaseHandler, tornado.websocket.WebSocketHandler):
         if not complete:  # the buffer no longer reaches back: the client must re-list
             self.enqueue({"type": "resync", "last_id": self.app.bus.last_id})
         for event in events:
-            if event["id"] <= since:
-                continue
             if self.may_see(event):
                 self.enqueue(event)
 

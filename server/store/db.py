@@ -67,7 +67,6 @@ class Database:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.conn: aiosqlite.Connection | None = None
-        self._write_lock = asyncio.Lock()
         self._pending: list[tuple[str, tuple, asyncio.Future]] = []
         self._flusher: asyncio.Task | None = None
 
@@ -141,15 +140,15 @@ class Database:
         return await future
 
     async def _flush(self) -> None:
+        """The only writer: ``write`` starts it when none runs, so batches never overlap."""
         while self._pending:
             batch, self._pending = self._pending, []
-            async with self._write_lock:
-                try:
-                    # aiosqlite has no public "run this function on your thread"; _execute
-                    # is that, and is what its own public methods use
-                    results = await self.conn._execute(_apply_batch, self.conn._conn, batch)
-                except Exception as exc:  # noqa: BLE001 - every waiting caller must hear of it
-                    results = [_wrap(exc)] * len(batch)
+            try:
+                # aiosqlite has no public "run this function on your thread"; _execute
+                # is that, and is what its own public methods use
+                results = await self.conn._execute(_apply_batch, self.conn._conn, batch)
+            except Exception as exc:  # noqa: BLE001 - every waiting caller must hear of it
+                results = [_wrap(exc)] * len(batch)
             for (_sql, _params, future), result in zip(batch, results):
                 if future.done():
                     continue

@@ -131,6 +131,8 @@ class NoRedirect(__import__("urllib.request").request.HTTPRedirectHandler):
 @pytest.mark.parametrize("body,status,code", [
     (b"{not json", 400, "invalid_json"),
     (b"[1, 2]", 400, "invalid_json"),
+    (b'{"uid": 1, "code": "print(1)", "input": "\\ud800"}', 400, "invalid_json"),
+    ({"uid": 2**70, "code": "print(1)", "input": ""}, 400, "invalid_field"),
     ({"code": "print(1)", "input": ""}, 400, "missing_field"),
     ({"uid": -1, "code": "print(1)", "input": ""}, 400, "invalid_field"),
     ({"uid": True, "code": "print(1)", "input": ""}, 400, "invalid_field"),

@@ -9,7 +9,7 @@ from typing import Any
 
 import tornado.web
 
-from .. import metrics
+from .. import jsonenc, metrics
 from ..auth import AuthError, User
 from ..jobs import JobError
 from ..store import StoreError
@@ -115,7 +115,7 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def send_json(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
-        self.finish(json.dumps(data, ensure_ascii=False))
+        self.finish(jsonenc.dumps(data))
 
     # -- bodies ---------------------------------------------------------------------
 
@@ -130,7 +130,7 @@ class BaseHandler(tornado.web.RequestHandler):
         if not isinstance(body, dict):
             raise ApiError(400, "invalid_json", "the body must be a JSON object")
         try:  # "\ud800" parses, but no UTF-8 store or hash can take a lone surrogate
-            json.dumps(body, ensure_ascii=False).encode()
+            jsonenc.dumps(body)
         except UnicodeEncodeError:
             raise ApiError(400, "invalid_json", "the body has an unpaired UTF-16 surrogate") from None
         return body

@@ -10,7 +10,7 @@ import urllib.parse
 
 import tornado.websocket
 
-from .. import metrics
+from .. import jsonenc, metrics
 from ..auth import AuthError, User
 from .base import ApiError, BaseHandler
 
@@ -149,7 +149,7 @@ def wire(event: dict) -> bytes:
         output = event.get("type") == "output"
         public = {k: v for k, v in event.items()
                   if not k.startswith("_") and not (output and k == "uid")}
-        data = json.dumps(public, ensure_ascii=False).encode()
+        data = jsonenc.dumps(public)
         event["_wire"] = data
     return data
 

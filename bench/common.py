@@ -1,6 +1,7 @@
 """Shared pieces of the benchmark suite: servers on free ports, wrk, percentiles."""
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -13,6 +14,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Self
@@ -114,6 +116,48 @@ def hello_server(payload: bytes) -> Server:
     path.write_bytes(payload)
     argv = [sys.executable, str(BENCH / "hello.py"), str(port), str(path)]
     return Server(argv, port, "hello")
+
+
+class KeepAlive:
+    """One kept-alive HTTP/1.1 connection for asyncio code, as any serious client keeps
+    one: Tornado's simple client opens a connection per request, which would bill a TCP
+    set-up and tear-down to the server (and to the same 2 cores) for every job."""
+
+    def __init__(self, url: str) -> None:
+        parsed = urllib.parse.urlparse(url)
+        self.host, self.port = parsed.hostname, parsed.port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, path: str, body: bytes = b"",
+                      headers: dict | None = None) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        head = (f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                f"Content-Length: {len(body)}\r\n"
+                + "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items()) + "\r\n")
+        self.writer.write(head.encode() + body)
+        status_line = await self.reader.readline()
+        if not status_line:
+            self.close()
+            raise ConnectionError(f"{method} {path}: the server closed the connection")
+        length, close = 0, False
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            name, value = name.strip().lower(), value.strip().lower()
+            if name == "content-length":
+                length = int(value)
+            elif name == "connection":
+                close = value == "close"
+        data = await self.reader.readexactly(length)
+        if close:
+            self.close()
+        return int(status_line.split()[1]), data
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
 
 
 def request(url: str, method: str = "GET", body: dict | None = None,

@@ -1,6 +1,6 @@
 """Trivial python jobs completed/s end to end, against a bare spawn loop.
 
-orq: submit N ``print(1)`` jobs over HTTP (16 in flight), wait until every one is DONE.
+orq: submit N ``print(1)`` jobs over HTTP (16 kept-alive connections), wait until every one is DONE.
 Baseline: spawn ``python3 -c 'print(1)'`` N times with the same parallelism (orq's slots)
 and read its output, with nothing else around it.
 """
@@ -14,8 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import median, orq_server, request_json
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from common import KeepAlive, median, orq_server, request_json
 
 PYTHON = "/usr/bin/python3"  # what orq's config runs python jobs with
 
@@ -38,28 +37,37 @@ async def spawn_loop(count: int, parallel: int) -> float:
 
 async def submit_all(url: str, count: int, code: str = "print(1)", in_flight: int = 16,
                      uids: int = 50, headers: dict | None = None) -> list[int]:
-    """POST ``count`` jobs, ``in_flight`` at a time; returns their ids."""
-    client = AsyncHTTPClient(max_clients=in_flight)
-    sem = asyncio.Semaphore(in_flight)
+    """POST ``count`` jobs over ``in_flight`` kept-alive connections; returns their ids."""
+    ids: list[int] = [0] * count
+    todo = iter(range(count))
 
-    async def one(i: int) -> int:
-        body = json.dumps({"uid": i % uids, "code": code, "input": ""})
-        async with sem:
-            resp = await client.fetch(HTTPRequest(
-                url + "/jobs", "POST", body=body, request_timeout=120,
-                headers={"Content-Type": "application/json", **(headers or {})}))
-        return json.loads(resp.body)["job_id"]
-    return await asyncio.gather(*(one(i) for i in range(count)))
+    async def worker() -> None:
+        conn = KeepAlive(url)
+        try:
+            for i in todo:
+                body = json.dumps({"uid": i % uids, "code": code, "input": ""}).encode()
+                status, data = await conn.request(
+                    "POST", "/jobs", body, {"Content-Type": "application/json", **(headers or {})})
+                if status != 201:
+                    raise RuntimeError(f"POST /jobs: {status} {data[:200]!r}")
+                ids[i] = json.loads(data)["job_id"]
+        finally:
+            conn.close()
+    await asyncio.gather(*(worker() for _ in range(min(in_flight, count))))
+    return ids
 
 
 async def wait_idle(url: str, timeout: float = 1200) -> None:
-    client = AsyncHTTPClient()
+    conn = KeepAlive(url)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        health = json.loads((await client.fetch(url + "/healthz")).body)
-        if health["waiting"] == 0 and health["running"] == 0:
-            return
-        await asyncio.sleep(0.02)
+    try:
+        while time.monotonic() < deadline:
+            health = json.loads((await conn.request("GET", "/healthz"))[1])
+            if health["waiting"] == 0 and health["running"] == 0:
+                return
+            await asyncio.sleep(0.02)
+    finally:
+        conn.close()
     raise RuntimeError("jobs did not finish in time")
 
 

@@ -53,6 +53,7 @@ class JobCgroup:
         self.version = version
         self.limits: tuple | None = None
         self._oom_base = 0
+        self._oom_known = False  # _oom_base is the count read at the end of the last job
 
     def configure(self, memory_mb: int, cpus: float, pids: int, io_weight: int) -> None:
         """Apply a job's limits (raises OSError if the kernel refuses them)."""
@@ -61,7 +62,9 @@ class JobCgroup:
             self.limits = None  # half-applied limits must never be trusted
             (self._limits_v2 if self.version == 2 else self._limits_v1)(*wanted)
             self.limits = wanted
-        self._oom_base = self._oom_count()
+        if not self._oom_known:
+            self._oom_base = self._oom_count()
+        self._oom_known = False
 
     def _limits_v1(self, memory_mb, cpus, pids, io_weight) -> None:
         mem, d = str(memory_mb * 1024 * 1024), self.by_ctrl
@@ -106,8 +109,12 @@ class JobCgroup:
         return 0
 
     def oom_killed(self) -> bool:
-        """Whether the kernel's OOM killer struck since this job's ``configure``."""
-        return self._oom_count() > self._oom_base
+        """Whether the kernel's OOM killer struck since this job's ``configure``. Called
+        once a job's processes are all dead; the count read then is the next job's base,
+        which saves ``configure`` a read."""
+        count = self._oom_count()
+        killed, self._oom_base, self._oom_known = count > self._oom_base, count, True
+        return killed
 
     def pids(self) -> list[int]:
         found: set[int] = set()

@@ -80,6 +80,11 @@ class Server:
         self.startup_s = wait_http(self.url + "/healthz", timeout, self.proc)
         return self
 
+    def cpu_s(self) -> float:
+        """User + system CPU seconds this server process has used so far (all threads)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_mb(self) -> float:
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
         return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
@@ -158,6 +163,12 @@ class KeepAlive:
         if self.writer is not None:
             self.writer.close()
         self.reader = self.writer = None
+
+
+def machine_cpu_s() -> float:
+    """Busy CPU seconds of the whole machine so far (every core; idle and iowait excluded)."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def request(url: str, method: str = "GET", body: dict | None = None,

@@ -5,7 +5,10 @@
     .venv/bin/python bench/run.py --only http,ws
 
 Writes the results table into docs/PERFORMANCE.md (between the RESULTS markers; the
-rest of that file is kept) and the raw figures to bench/results/last.json.
+rest of that file is kept) and the raw figures to bench/results/last.json. A partial run
+(--only) replaces its own suites' rows and keeps the others from the last run, and the
+table says when each was measured. The exit status is 0 when every figure measured in
+this run meets its target.
 """
 from __future__ import annotations
 
@@ -77,6 +80,35 @@ def run_bench_jobs(quick: bool) -> None:
         subprocess.run(argv, cwd=REPO, check=False)
 
 
+def merge(previous: dict, fresh: dict) -> dict:
+    """The latest measurement of every suite: a partial run (--only) replaces its own
+    suites' rows and keeps the others' from the last run, each with its own date."""
+    kept = {k: v for k, v in previous.items() if k in COMMANDS and k not in fresh}
+    return {name: (fresh.get(name) or kept[name]) for name in COMMANDS
+            if name in fresh or name in kept}
+
+
+def load_previous() -> dict:
+    try:
+        data = json.loads((RESULTS / "last.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}  # an older format: a plain list of rows
+
+
+def header(results: dict) -> str:
+    runs: dict[tuple[str, str], list[str]] = {}
+    for name, result in results.items():
+        runs.setdefault((result["mode"], result["measured"]), []).append(name)
+    if len(runs) == 1:
+        when = "{} run {}".format(*next(iter(runs)))
+    else:
+        when = "; ".join(f"{mode} run {date} ({', '.join(names)})"
+                         for (mode, date), names in sorted(runs.items(), key=lambda r: r[0][1]))
+    return (f"Measured on {platform.node()} ({platform.machine()}, {_cores()} cores, shared): "
+            f"{when}; medians of the repetitions.")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small counts, one repetition")
@@ -84,26 +116,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite PERFORMANCE.md")
     args = parser.parse_args(argv)
     chosen = [s for s in args.only.split(",") if s] or list(COMMANDS)
-    rows, started = [], time.time()
+    unknown = sorted(set(chosen) - set(COMMANDS))
+    if unknown:
+        parser.error(f"unknown suite(s): {', '.join(unknown)}; choose from {', '.join(COMMANDS)}")
+    fresh, mode = {}, "--quick" if args.quick else "full"
     for name, fn in suites(args.quick).items():
         if name not in chosen:
             continue
         print(f"== {name}", flush=True)
+        measured = time.strftime("%Y-%m-%d %H:%M", time.localtime())
+        rows = []
         for row in fn():
             row["command"] = f".venv/bin/python bench/run.py --only {name}" + \
                 (" --quick" if args.quick else "")
             print(json.dumps(row), flush=True)
             rows.append(row)
+        fresh[name] = {"measured": measured, "mode": mode, "rows": rows}
     if not args.only:
         run_bench_jobs(args.quick)
+    results = merge(load_previous(), fresh)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "last.json").write_text(json.dumps(rows, indent=1))
-    header = (f"Measured {time.strftime('%Y-%m-%d %H:%M', time.localtime(started))} on "
-              f"{platform.node()} ({platform.machine()}, {_cores()} cores, shared), "
-              f"{'--quick' if args.quick else 'full'} run; medians of the repetitions.")
+    (RESULTS / "last.json").write_text(json.dumps(results, indent=1))
     if not args.no_doc:
-        write_doc(table(rows, header))
-    return 0 if all(r["met"] for r in rows) else 1
+        write_doc(table([r for s in results.values() for r in s["rows"]], header(results)))
+    return 0 if all(r["met"] for s in fresh.values() for r in s["rows"]) else 1
 
 
 def _cores() -> int:

@@ -1,7 +1,8 @@
 """Warm runners (server/backends/warm.py): isolation per job, replacement, cold fallback.
 
-A one-slot server makes consecutive jobs land on the same runner, so whatever one job
-leaves behind would be visible to the next.
+A one-slot server has one runner and a spare, which take consecutive jobs in turn (the
+one idle longest goes first). A check that follows a job runs once on every runner, so
+whatever the job left behind in its runner would be seen.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import pytest
 from conftest import OrqServer
+
+from server.backends.local import SPARE_RUNNERS
 
 RUNNER_MARK = "/job/warm.py"
 
@@ -69,6 +72,13 @@ def parent(pid: int) -> int:
         return 0
 
 
+def on_every_runner(srv: OrqServer, code: str) -> list[dict]:
+    """Run ``code`` as many times in a row as there are runners: once on each."""
+    count = len(runners(srv))
+    assert count == health(srv)["capacity"] + SPARE_RUNNERS
+    return [srv.run(code) for _ in range(count)]
+
+
 def health(srv: OrqServer) -> dict:
     return srv.request("GET", "/healthz").json
 
@@ -84,25 +94,26 @@ def wait_for(predicate, timeout: float = 30) -> None:
 
 def test_warm_is_the_default(open_server):
     assert health(open_server)["warm"] is True
-    assert len(runners(open_server)) == health(open_server)["capacity"]
+    assert len(runners(open_server)) == health(open_server)["capacity"] + SPARE_RUNNERS
 
 
 def test_module_state_does_not_leak_between_jobs(warm1):
     first = warm1.run("import json, sys, builtins\njson.leak = 1\nbuiltins.leak = 2\n"
                       "sys.modules['leaky'] = json\nsys.path.append('/leak')\nprint('set')")
     assert first["status"] == "DONE", first
-    second = warm1.run("import json, sys, builtins\n"
-                       "print(hasattr(json, 'leak'), hasattr(builtins, 'leak'),"
-                       " 'leaky' in sys.modules, '/leak' in sys.path)")
-    assert second["result"] == "False False False False\n", second
+    for later in on_every_runner(warm1, "import json, sys, builtins\n"
+                                 "print(hasattr(json, 'leak'), hasattr(builtins, 'leak'),"
+                                 " 'leaky' in sys.modules, '/leak' in sys.path)"):
+        assert later["result"] == "False False False False\n", later
 
 
 def test_tmp_and_shm_are_fresh_per_job(warm1):
     job = warm1.run("open('/tmp/mark', 'w').write('x'); open('/dev/shm/mark', 'w').write('x')\n"
                     "import os; print(sorted(os.listdir('/tmp')))")
     assert job["result"] == "['mark']\n", job
-    job = warm1.run("import os; print(os.listdir('/tmp'), os.listdir('/dev/shm'), os.getcwd())")
-    assert job["result"] == "[] [] /tmp\n", job
+    for job in on_every_runner(
+            warm1, "import os; print(os.listdir('/tmp'), os.listdir('/dev/shm'), os.getcwd())"):
+        assert job["result"] == "[] [] /tmp\n", job
 
 
 def test_pid_namespace_per_job_and_nothing_outlives_it(warm1):
@@ -114,8 +125,9 @@ def test_pid_namespace_per_job_and_nothing_outlives_it(warm1):
     assert pid == "2"
     assert set(eval(visible)) <= {1, 2, 3, 4}  # init, the job, its sleep (no runner, no server)
     wait_for(lambda: not [p for p, cmd in descendants(warm1.proc.pid).items() if "4242" in cmd])
-    later = warm1.run("import os; print(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))")
-    assert later["result"] == "[1, 2]\n", later
+    for later in on_every_runner(
+            warm1, "import os; print(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))"):
+        assert later["result"] == "[1, 2]\n", later
 
 
 def test_nothing_network_passes_from_one_job_to_the_next(warm1):
@@ -126,11 +138,12 @@ def test_nothing_network_passes_from_one_job_to_the_next(warm1):
                       "u = socket.socket(socket.AF_UNIX); u.bind('\\0orq-leak'); u.listen()\n"
                       "import os\nif os.fork() == 0:\n    time.sleep(60)\nprint('listening')")
     assert first["result"] == "listening\n", first
-    second = warm1.run("import socket\nfor fam, addr in ((socket.AF_INET, ('127.0.0.1', 7777)),"
-                       " (socket.AF_UNIX, '\\0orq-leak')):\n"
-                       "    try:\n        socket.socket(fam).connect(addr); print('reached')\n"
-                       "    except OSError as exc:\n        print(type(exc).__name__)")
-    assert second["result"] == "ConnectionRefusedError\nConnectionRefusedError\n", second
+    for second in on_every_runner(
+            warm1, "import socket\nfor fam, addr in ((socket.AF_INET, ('127.0.0.1', 7777)),"
+            " (socket.AF_UNIX, '\\0orq-leak')):\n"
+            "    try:\n        socket.socket(fam).connect(addr); print('reached')\n"
+            "    except OSError as exc:\n        print(type(exc).__name__)"):
+        assert second["result"] == "ConnectionRefusedError\nConnectionRefusedError\n", second
 
 
 def test_job_has_no_capabilities_and_no_new_user_namespaces(warm1):
@@ -181,11 +194,13 @@ def test_back_to_back_jobs_keep_their_runner(warm1):
 
 def test_a_dead_runner_is_replaced(warm1):
     before = runners(warm1)
-    assert len(before) == 1
-    os.kill(before[0], signal.SIGKILL)
-    job = warm1.run("print('still here')")
-    assert job["status"] == "DONE" and job["result"] == "still here\n", job
-    wait_for(lambda: len(runners(warm1)) == 1 and runners(warm1) != before)
+    assert len(before) == 1 + SPARE_RUNNERS
+    for pid in before:
+        os.kill(pid, signal.SIGKILL)
+    for _ in before:  # a dead runner is found (and replaced) when a job takes it
+        job = warm1.run("print('still here')")
+        assert job["status"] == "DONE" and job["result"] == "still here\n", job
+    wait_for(lambda: len(runners(warm1)) == len(before) and not set(runners(warm1)) & set(before))
     assert health(warm1)["warm_replaced"] >= 1 and health(warm1)["warm"] is True
 
 

@@ -1,4 +1,5 @@
-"""A pool of warm runners (server/runner/warm.py), one per slot of the local backend.
+"""A pool of warm runners (server/runner/warm.py): one per slot of the local backend, and a
+spare (see SPARE_RUNNERS in local.py).
 
 Each runner is a sandboxed, already initialised interpreter; for every job it forks a
 fresh child in new mount/PID/IPC/network namespaces (see the runner's docstring). This
@@ -324,7 +325,8 @@ async def _streams(stdin_w: int, stdout_r: int, stderr_r: int):
 
 
 class WarmPool:
-    """One warm runner per slot; a job borrows one and gives it back (or has it replaced)."""
+    """``size`` warm runners; a job borrows the one idle longest (prepared first) and gives
+    it back (or has it replaced)."""
 
     def __init__(self, sandbox: Sandbox, python: str, size: int, tmp_size_mb: int,
                  cgroups: CgroupManager | None = None, cgroup_defaults: tuple = (),

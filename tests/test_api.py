@@ -106,6 +106,21 @@ def test_list_newest_first_filters_and_paging(open_server):
     assert "Link" not in open_server.request("GET", f"/jobs?uid={uid}&limit=10").headers
 
 
+def test_a_page_of_large_outputs_is_cut_short_and_links_on(open_server):
+    """~2 MiB of output per job: a page stops before 16 MiB of it and its Link leads on."""
+    uid = 4343
+    code = "import sys; sys.stdout.write('o' * 1040000); sys.stderr.write('e' * 1040000)"
+    ids = [open_server.submit(code, uid=uid) for _ in range(9)]
+    for job_id in ids:
+        assert open_server.wait_final(job_id)["status"] == "DONE"
+    first = open_server.request("GET", f"/users/{uid}?limit=100")
+    assert [j["job_id"] for j in first.json] == ids[:0:-1]  # 8 of the 9, newest first
+    assert all(len(j["result"]) == 1040000 for j in first.json)
+    assert f"before={ids[1]}" in first.headers["Link"]
+    rest = open_server.request("GET", f"/users/{uid}?limit=100&before={ids[1]}")
+    assert [j["job_id"] for j in rest.json] == ids[:1] and "Link" not in rest.headers
+
+
 def test_user_without_jobs_is_an_empty_array(open_server):
     resp = open_server.request("GET", "/users/987654")
     assert resp.status == 200 and resp.json == []

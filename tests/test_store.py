@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from server.store import Database, JobStore, StoreError, UserExists, UserStore
+from server.store.jobs import PAGE_TEXT_CHARS
 
 LIMITS = {"timeout_s": 10.0, "memory_mb": 256, "cpus": 1.0, "io_weight": 500}
 NOW = "2024-01-01T00:00:00.000000Z"
@@ -71,7 +72,7 @@ def test_concurrent_inserts_are_all_kept_with_distinct_increasing_ids(tmp_path):
             jobs = await asyncio.gather(*(store.insert(i % 7, "python", f"print({i})", "",
                                                        LIMITS, NOW) for i in range(300)))
             assert all(j["status"] == "WAITING" and j["result"] == "" for j in jobs)
-            return [j["job_id"] for j in jobs], await store.list(limit=1000)
+            return [j["job_id"] for j in jobs], (await store.list(limit=1000))[0]
         finally:
             await db.close()
     ids, listed = run(scenario())
@@ -90,7 +91,7 @@ def test_a_failing_write_in_a_batch_fails_alone(tmp_path):
                 store.insert(1, "python", "a", "", LIMITS, NOW),
                 users.create(5, "other", False, NOW),
                 store.insert(2, "python", "b", "", LIMITS, NOW), return_exceptions=True)
-            return results, await store.list(), await users.get(5)
+            return results, (await store.list())[0], await users.get(5)
         finally:
             await db.close()
     results, listed, user = run(scenario())
@@ -133,7 +134,7 @@ def test_state_changes_are_durable_and_final_states_never_change(tmp_path):
         db, store = await _opened(tmp_path / "orq.db")
         try:
             return (await store.get(job_id, with_source=True),
-                    {st: len(await store.list(status=st)) for st in ("DONE", "WAITING")})
+                    {st: len((await store.list(status=st))[0]) for st in ("DONE", "WAITING")})
         finally:
             await db.close()
     job, counts = run(scenario())
@@ -174,3 +175,33 @@ def test_purged_job_is_not_served_from_the_cache(tmp_path):
             await db.close()
     first, cached, gone = run(scenario())
     assert first is cached and first["result"] == "1\n" and gone is None
+
+
+def test_a_page_stops_before_its_outputs_pass_the_budget(tmp_path):
+    """Jobs with large outputs: a list reads only as many as fit PAGE_TEXT_CHARS (always
+    one), says that more were left out, and the next page (before=) goes on from there."""
+    per_job = 3 * 1024 * 1024
+
+    async def scenario():
+        db, store = await _opened(tmp_path / "orq.db")
+        try:
+            ids = []
+            for i in range(13):
+                job_id = (await store.insert(1, "python", "x", "", LIMITS, NOW))["job_id"]
+                text = "x" * (per_job // 2) if i % 2 else ""
+                await store.finish(job_id, "DONE", {"result": text, "stderr": text})
+                ids.append(job_id)
+            pages, before = [], None
+            while True:
+                jobs, cut = await store.list(uid=1, limit=100, before=before)
+                pages.append(([j["job_id"] for j in jobs], cut))
+                if not cut:
+                    return ids, pages
+                before = jobs[-1]["job_id"]
+        finally:
+            await db.close()
+    ids, pages = run(scenario())
+    fits = PAGE_TEXT_CHARS // per_job  # big jobs per page; the small ones cost nothing
+    assert [cut for _, cut in pages] == [True] * (len(pages) - 1) + [False]
+    assert [i for page, _ in pages for i in page] == sorted(ids, reverse=True)
+    assert all(sum(1 for i in page if (i - ids[0]) % 2) == fits for page, _ in pages[:-1])

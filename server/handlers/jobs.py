@@ -64,8 +64,8 @@ class JobListMixin:
         limit = parse_int(self.get_query_argument("limit", "1000"), "limit", 1, MAX_LIMIT)
         before = self.get_query_argument("before", None)
         before = parse_int(before, "before", 1) if before is not None else None
-        jobs = await self.app.store.list(uid=uid, status=status, limit=limit, before=before)
-        if len(jobs) == limit:
+        jobs, cut = await self.app.store.list(uid=uid, status=status, limit=limit, before=before)
+        if cut or len(jobs) == limit:
             self._link_next(jobs[-1]["job_id"])
         self.send_json(jobs)
 

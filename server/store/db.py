@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,14 @@ class Database:
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         return list(await self.conn.execute_fetchall(sql, tuple(params)))
 
+    async def fetch_within(self, sql: str, params: Iterable[Any], budget: int,
+                           weigh: Callable[[sqlite3.Row], int]) -> tuple[list[sqlite3.Row], bool]:
+        """The query's rows until their summed ``weigh`` would pass ``budget`` (the first
+        row always comes), in one hop; rows are read one at a time, so what is left out is
+        never loaded. Returns (rows, whether any were left out)."""
+        return await self.conn._execute(_fetch_within, self.conn._conn, sql, tuple(params),
+                                        budget, weigh)
+
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
         """One durable write; returns lastrowid."""
         return (await self.write(sql, params))[0]
@@ -162,6 +170,21 @@ def _wrap(exc: BaseException) -> StoreError:
     err = StoreError(str(exc))
     err.__cause__ = exc
     return err
+
+
+def _fetch_within(conn: sqlite3.Connection, sql: str, params: tuple, budget: int,
+                  weigh: Callable[[sqlite3.Row], int]) -> tuple[list[sqlite3.Row], bool]:
+    rows, total = [], 0
+    cur = conn.execute(sql, params)
+    try:
+        for row in cur:
+            total += weigh(row)
+            if rows and total > budget:
+                return rows, True
+            rows.append(row)
+        return rows, False
+    finally:
+        cur.close()
 
 
 def _apply_batch(conn: sqlite3.Connection, batch: list) -> list:

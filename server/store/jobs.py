@@ -12,6 +12,11 @@ FINAL = ("DONE", "ERROR", "CANCELLED")
 UNFINISHED = ("WAITING", "RUNNING")
 STATUSES = UNFINISHED + FINAL
 
+# a list page stops before its jobs' result + stderr pass this many characters (a page
+# always holds at least one job): 10,000 jobs with 1 MiB outputs would otherwise be built
+# into one 10-20 GB response. The page's Link header leads on to the rest.
+PAGE_TEXT_CHARS = 16 * 1024 * 1024
+
 # what every job object carries; code and input only where one job is read
 _SUMMARY = ("job_id, uid, status, language, exit_code, error, created_at, started_at,"
             " finished_at, duration_ms, limits, truncated, attempts, result, stderr")
@@ -22,6 +27,10 @@ def row_to_job(row: sqlite3.Row) -> dict[str, Any]:
     job["limits"] = json.loads(job["limits"])
     job["truncated"] = bool(job["truncated"])
     return job
+
+
+def _text_chars(row: sqlite3.Row) -> int:
+    return len(row["result"] or "") + len(row["stderr"] or "")
 
 
 class FinalJobCache:
@@ -89,10 +98,12 @@ class JobStore:
         return job
 
     async def list(self, uid: int | None = None, status: str | None = None,
-                   limit: int = 1000, before: int | None = None) -> list[dict]:
-        """Newest first; each filter maps onto an index (see tests/test_store.py)."""
+                   limit: int = 1000, before: int | None = None) -> tuple[list[dict], bool]:
+        """Newest first, and whether jobs were left out for PAGE_TEXT_CHARS; each filter
+        maps onto an index (see tests/test_store.py)."""
         sql, params = self._list_query(uid, status, limit, before)
-        return [row_to_job(r) for r in await self.db.fetchall(sql, params)]
+        rows, cut = await self.db.fetch_within(sql, params, PAGE_TEXT_CHARS, _text_chars)
+        return [row_to_job(r) for r in rows], cut
 
     @staticmethod
     def _list_query(uid, status, limit, before) -> tuple[str, list]:

@@ -120,11 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown suite(s): {', '.join(unknown)}; choose from {', '.join(COMMANDS)}")
     fresh, mode = {}, "--quick" if args.quick else "full"
+    measured = time.strftime("%Y-%m-%d %H:%M", time.localtime())  # when this run started
     for name, fn in suites(args.quick).items():
         if name not in chosen:
             continue
         print(f"== {name}", flush=True)
-        measured = time.strftime("%Y-%m-%d %H:%M", time.localtime())
         rows = []
         for row in fn():
             row["command"] = f".venv/bin/python bench/run.py --only {name}" + \

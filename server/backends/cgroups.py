@@ -35,7 +35,8 @@ def _put(path: Path, value: str) -> None:
         os.close(fd)
 
 
-def _read(path: Path) -> str:
+def read_small(path: Path | str) -> str:
+    """One read(2) of a small kernel file (cgroup, /proc): pathlib costs several times more."""
     fd = os.open(path, os.O_RDONLY)
     try:
         return os.read(fd, 65536).decode()
@@ -100,7 +101,7 @@ class JobCgroup:
         name = "memory.events" if self.version == 2 else "memory.oom_control"
         d = self.by_ctrl.get("memory", self.dirs[0])
         try:
-            for line in _read(d / name).splitlines():
+            for line in read_small(d / name).splitlines():
                 key, _, value = line.partition(" ")
                 if key == "oom_kill":
                     return int(value)
@@ -120,7 +121,7 @@ class JobCgroup:
         found: set[int] = set()
         for d in self.dirs:
             try:
-                found.update(int(p) for p in _read(d / "cgroup.procs").split())
+                found.update(int(p) for p in read_small(d / "cgroup.procs").split())
             except (OSError, ValueError):
                 pass
         return sorted(found)

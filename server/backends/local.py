@@ -101,7 +101,8 @@ class LocalBackend(Backend):
     async def _start_warm(self) -> None:
         from .warm import WarmPool, WarmUnavailable  # warm imports this module
         cfg = self.config
-        pool = WarmPool(self.sandbox, cfg.python, self.capacity + SPARE_RUNNERS, cfg.tmp_size_mb, self.cgroups,
+        pool = WarmPool(self.sandbox, cfg.python, self.capacity + SPARE_RUNNERS,
+                        cfg.tmp_size_mb, self.cgroups,
                         (cfg.memory_mb, cfg.cpus, cfg.max_pids, cfg.io_weight),
                         self._release_later)
         try:

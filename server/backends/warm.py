@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..runner import core
 from .base import JobSpec, RunHooks
-from .cgroups import CgroupManager, JobCgroup
+from .cgroups import CgroupManager, JobCgroup, read_small
 from .local import _drain, _feed
 from .sandbox import GROUP, PASSWD, Sandbox, as_unprivileged, memfd, read_info
 
@@ -41,19 +41,11 @@ class RunnerBroken(Exception):
     """A runner died or broke the protocol; it is replaced."""
 
 
-def _proc(path: str) -> bytes:
-    """One read(2) of a small /proc file (pathlib's read_text costs several times more on
-    this per-job path); b"" when the process is gone."""
+def _proc(path: str) -> str:
     try:
-        fd = os.open(path, os.O_RDONLY)
+        return read_small(path)
     except OSError:
-        return b""
-    try:
-        return os.read(fd, 8192)
-    except OSError:
-        return b""
-    finally:
-        os.close(fd)
+        return ""  # the process is gone
 
 
 def children(pid: int) -> list[int]:
@@ -64,8 +56,8 @@ def child_host_pid(parent: int, ns_pid: int) -> int | None:
     """The host pid of ``parent``'s child whose pid in the sandbox is ``ns_pid``."""
     for kid in children(parent):
         status = _proc(f"/proc/{kid}/status")
-        start = status.find(b"\nNSpid:")
-        if start >= 0 and int(status[start:status.index(b"\n", start + 1)].split()[-1]) == ns_pid:
+        start = status.find("\nNSpid:")
+        if start >= 0 and int(status[start:status.index("\n", start + 1)].split()[-1]) == ns_pid:
             return kid
     return None
 

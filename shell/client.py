@@ -95,9 +95,8 @@ class ApiClient:
     def logout(self) -> None:
         self.request("DELETE", "/auth/token")
 
-    def submit(self, job: dict, wait: bool = False) -> dict:
-        query = {"wait": "true"} if wait else None
-        return self.request("POST", "/jobs", job, query, timeout=None if not wait else 3600)
+    def submit(self, job: dict) -> dict:
+        return self.request("POST", "/jobs", job)
 
     def jobs(self, uid: int | None = None, status: str | None = None,
              limit: int | None = None) -> list[dict]:
@@ -120,7 +119,6 @@ class EventStream:
         self.server, self.token, self.subscribe = server.rstrip("/"), token, subscribe
         self.replay_all = replay_all  # ask for the whole buffer of the subscribed job
         self.last_id: int | None = None
-        self.connected = False
         self.stopped = False
         self._seen: set[int] = set()
         self._order: collections.deque[int] = collections.deque()
@@ -153,10 +151,9 @@ class EventStream:
             message["since"] = 0
         if message:
             await self._conn.write_message(json.dumps(message))
-        self.connected = True
 
-    async def events(self, retry: bool = True) -> AsyncIterator[dict]:
-        """Yield events until close(); reconnect (backing off) while ``retry``."""
+    async def events(self) -> AsyncIterator[dict]:
+        """Yield events until close(), reconnecting (backing off); raises on refused auth."""
         delay, announced_down = 0.2, False
         while not self.stopped:
             try:
@@ -167,15 +164,13 @@ class EventStream:
                 async for event in self._read():
                     yield event
             except OrqError as err:
-                if not retry or err.exit_code == EXIT_AUTH:
+                if err.exit_code == EXIT_AUTH:
                     raise
             if self.stopped:
                 return
-            if self.connected or not announced_down:
-                self.connected, announced_down = False, True
+            if not announced_down:
+                announced_down = True
                 yield {"type": "connection", "state": "down"}
-            if not retry:
-                raise OrqError("the event stream closed", EXIT_SERVER)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 3.0)
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from . import output
-from .client import EXIT_AUTH, EXIT_JOB_FAILED, FINAL, OrqError
+from .client import EXIT_AUTH, EXIT_JOB_FAILED, OrqError
 from .registry import Context, UsageError, arg, command
 from .waiting import follow_job, run_async, wait_with_spinner, watch_events
 
@@ -44,12 +44,17 @@ def pick_uid(args: argparse.Namespace, ctx: Context, what: str) -> int:
     return int(uid)
 
 
-def save_login(ctx: Context, answer: dict) -> None:
-    ctx.config.remember(ctx.server, uid=answer["uid"], token=answer["token"],
-                        expires_at=answer.get("expires_at"), is_admin=answer.get("is_admin"))
+def save_auth(ctx: Context) -> None:
+    """Keep the changed token, and tell the shell (its event stream uses the token)."""
     ctx.config.save()
     if ctx.on_auth_change:
         ctx.on_auth_change()
+
+
+def save_login(ctx: Context, answer: dict) -> None:
+    ctx.config.remember(ctx.server, uid=answer["uid"], token=answer["token"],
+                        expires_at=answer.get("expires_at"), is_admin=answer.get("is_admin"))
+    save_auth(ctx)
 
 
 @command("register", "create a user on the server, then log in", UID, PASSWORD_STDIN)
@@ -84,9 +89,7 @@ def logout(args: argparse.Namespace, ctx: Context) -> int:
         if err.exit_code != EXIT_AUTH:  # an expired token is as good as revoked
             raise
     ctx.config.forget_token(ctx.server)
-    ctx.config.save()
-    if ctx.on_auth_change:
-        ctx.on_auth_change()
+    save_auth(ctx)
     ctx.warn(f"logged out of {ctx.server}")
     return 0
 
@@ -135,7 +138,7 @@ SUBMIT_ARGS = (
 )
 
 
-@command("submit", "submit a script (FILE or - for stdin)", *SUBMIT_ARGS, data=True)
+@command("submit", "submit a script (FILE or - for stdin)", *SUBMIT_ARGS)
 def submit(args: argparse.Namespace, ctx: Context, code: str | None = None) -> int:
     if code is None:
         if args.file is None:
@@ -178,7 +181,7 @@ def print_logs(ctx: Context, job: dict) -> None:
 
 @command("get jobs", "list jobs, newest first", UID,
          arg("--status", type=str.upper, choices=STATUSES, default=None),
-         arg("--limit", type=int, default=50, help="at most this many (default 50)"), data=True)
+         arg("--limit", type=int, default=50, help="at most this many (default 50)"))
 def get_jobs(args: argparse.Namespace, ctx: Context) -> int:
     jobs = ctx.client().jobs(uid=args.uid, status=args.status, limit=args.limit)
     ctx.show(jobs, output.jobs_table)
@@ -188,7 +191,7 @@ def get_jobs(args: argparse.Namespace, ctx: Context) -> int:
 JOB_ID = arg("job_id", type=int, metavar="ID")
 
 
-@command("get job", "show one job (code, input, output, timings)", JOB_ID, data=True)
+@command("get job", "show one job (code, input, output, timings)", JOB_ID)
 def get_job(args: argparse.Namespace, ctx: Context) -> int:
     job = ctx.client().job(args.job_id)
     ctx.show(job, output.job_detail)
@@ -219,22 +222,21 @@ def logs(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
-@command("cancel", "cancel a waiting or running job", JOB_ID, data=True)
+@command("cancel", "cancel a waiting or running job", JOB_ID)
 def cancel(args: argparse.Namespace, ctx: Context) -> int:
     job = ctx.client().cancel(args.job_id)
     ctx.show(job, output.job_status_line)
     return 0
 
 
-@command("wait", "wait until a job is final (exit 1 if it ended ERROR/CANCELLED)", JOB_ID,
-         data=True)
+@command("wait", "wait until a job is final (exit 1 if it ended ERROR/CANCELLED)", JOB_ID)
 def wait(args: argparse.Namespace, ctx: Context) -> int:
     return finish_wait(ctx, args.job_id, show_output=False)
 
 
 @command("watch", "print live events, one line each (Ctrl+C to stop)",
          arg("--job", type=int, default=None, metavar="ID", help="only this job"),
-         arg("--uid", type=int, default=None, help="only this user's jobs"), data=True)
+         arg("--uid", type=int, default=None, help="only this user's jobs"))
 def watch(args: argparse.Namespace, ctx: Context) -> int:
     subscribe = {k: v for k, v in (("job_id", args.job), ("uid", args.uid)) if v is not None}
 
@@ -258,4 +260,4 @@ def shell(args: argparse.Namespace, ctx: Context) -> int:
     return run_shell(ctx)
 
 
-__all__ = ["FINAL", "submit"]
+__all__ = ["submit"]

@@ -47,13 +47,11 @@ def job_row(job: dict) -> list[str]:
             duration(job), created(job), summary(job)]
 
 
-def table(rows: list[list[str]], header: tuple[str, ...] = COLUMNS,
-          width: int | None = None) -> str:
-    """Left-aligned columns; the last column is cut to fit the terminal width."""
-    width = width or terminal_width()
-    cells = [list(header), *rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header) - 1)]
-    room = max(10, width - sum(w + 2 for w in widths))
+def table(rows: list[list[str]]) -> str:
+    """Left-aligned COLUMNS; the last column is cut to fit the terminal width."""
+    cells = [list(COLUMNS), *rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS) - 1)]
+    room = max(10, terminal_width() - sum(w + 2 for w in widths))
     lines = []
     for row in cells:
         last = row[-1] if len(row[-1]) <= room else row[-1][: room - 1] + "…"
@@ -61,10 +59,10 @@ def table(rows: list[list[str]], header: tuple[str, ...] = COLUMNS,
     return "\n".join(line.rstrip() for line in lines)
 
 
-def jobs_table(jobs: list[dict], width: int | None = None) -> str:
+def jobs_table(jobs: list[dict]) -> str:
     if not jobs:
         return "No jobs."
-    return table([job_row(j) for j in jobs], width=width)
+    return table([job_row(j) for j in jobs])
 
 
 DETAIL_FIELDS = ("job_id", "uid", "status", "language", "exit_code", "error", "created_at",

@@ -21,7 +21,6 @@ class Command:
     help: str
     func: Handler
     arguments: tuple = ()
-    data: bool = False  # takes -o table|json
 
 
 COMMANDS: dict[str, Command] = {}
@@ -31,11 +30,10 @@ def arg(*flags: str, **kwargs: Any) -> tuple:
     return flags, kwargs
 
 
-def command(name: str, help: str, *arguments: tuple, data: bool = False
-            ) -> Callable[[Handler], Handler]:
+def command(name: str, help: str, *arguments: tuple) -> Callable[[Handler], Handler]:
     """Register a command: ``@command("get jobs", "list jobs", arg("--uid", type=int))``."""
     def register(func: Handler) -> Handler:
-        COMMANDS[name] = Command(name, help, func, arguments, data)
+        COMMANDS[name] = Command(name, help, func, arguments)
         return func
     return register
 
@@ -137,9 +135,16 @@ def build_parser(prog: str = "orq") -> Parser:
     return parser
 
 
-def dispatch(argv: list[str], ctx: Context, parser: Parser | None = None) -> int:
+def apply_common(args: argparse.Namespace, ctx: Context) -> None:
+    """The options every command takes: ``-o`` and ``--server``."""
+    ctx.output = args.output
+    if args.server:
+        ctx.server_flag = args.server
+
+
+def dispatch(argv: list[str], ctx: Context) -> int:
     """Parse ``argv`` and run its command; returns the exit code (raises OrqError)."""
-    parser = parser or build_parser()
+    parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except HelpShown:
@@ -148,7 +153,5 @@ def dispatch(argv: list[str], ctx: Context, parser: Parser | None = None) -> int
     if cmd is None:
         parser.print_help(ctx.err)
         return EXIT_USAGE
-    ctx.output = args.output
-    if args.server:
-        ctx.server_flag = args.server
+    apply_common(args, ctx)
     return cmd.func(args, ctx) or 0

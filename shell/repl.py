@@ -17,12 +17,11 @@ from pygments.lexers.shell import BashLexer
 from . import commands, output
 from .client import EXIT_AUTH, OrqError
 from .config import ensure_private_dir, history_path
-from .registry import Context, HelpShown, build_parser
-from .shell_parts import ShellCompleter, ShellState, key_bindings
+from .registry import Context, HelpShown, apply_common, build_parser
+from .shell_parts import EXIT_WORDS, HELP_WORD, ShellCompleter, ShellState, key_bindings
 
 INTRO = ("orq shell on {server}. Commands as for `orq` (try `get jobs`, `submit`, "
          "`logs ID -f`); `help`, `exit`. Code entry: Esc then Enter submits.")
-SHELL_WORDS = ("help", "exit", "quit")
 
 
 class Shell:
@@ -44,6 +43,7 @@ class Shell:
             prompt_continuation=lambda width, *_: "." * (width - 1) + " ")
         self.loop: asyncio.AbstractEventLoop | None = None
         self.events_task: asyncio.Task | None = None
+        self.counts_task: asyncio.Task | None = None
 
     def history(self) -> FileHistory | InMemoryHistory:
         try:
@@ -91,10 +91,15 @@ class Shell:
         elif kind == "job":
             self.state.job_seen(event["job"])
             self.ctx.print(output.event_line(event))
-            asyncio.ensure_future(self.state.refresh_counts())
+            self.refresh_counts_soon()
         elif kind == "resync":
             self.ctx.print(output.event_line(event))
         self.invalidate()
+
+    def refresh_counts_soon(self) -> None:
+        """Update the toolbar's counts now, unless a refresh is already on its way."""
+        if self.counts_task is None or self.counts_task.done():
+            self.counts_task = asyncio.ensure_future(self.state.refresh_counts())
 
     async def poll_counts(self) -> None:
         while True:
@@ -135,9 +140,9 @@ class Shell:
         """Run one line; False to leave the shell."""
         if not line:
             return True
-        if line in ("exit", "quit"):
+        if line in EXIT_WORDS:
             return False
-        if line == "help" or line.startswith("help "):
+        if line == HELP_WORD or line.startswith(HELP_WORD + " "):
             self.ctx.print(self.parser.format_help())
             return True
         try:
@@ -171,16 +176,12 @@ class Shell:
 
     def call(self, args: Any, code: str | None) -> None:
         cmd = args.handler
-        self.ctx.output = args.output
-        if args.server:
-            self.ctx.server_flag = args.server
+        apply_common(args, self.ctx)
         self.state.refresh_user()
         if cmd.name == "submit" and code is not None:
             commands.submit(args, self.ctx, code=code)
-        elif cmd.name == "shell":
-            raise OrqError("you are already in the shell")
         else:
-            cmd.func(args, self.ctx)
+            cmd.func(args, self.ctx)  # `shell` refuses by itself: ctx.interactive
 
     async def in_thread(self, func: Any, *args: Any) -> None:
         """Commands block (HTTP, waits): run them off the loop; Ctrl+C sets ctx.cancel."""

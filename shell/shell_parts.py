@@ -12,6 +12,7 @@ from .client import EventStream, OrqError
 from .registry import COMMANDS, Context
 
 TAKES_JOB_ID = ("get job", "logs", "cancel", "wait")
+HELP_WORD, EXIT_WORDS = "help", ("exit", "quit")  # the shell's own words (completion: not "quit")
 MAX_IDS = 200
 
 
@@ -75,7 +76,7 @@ class ShellCompleter(Completer):
                 yield Completion(choice, start_position=-len(current))
 
     def choices(self, done: list[str], current: str) -> list[str]:
-        heads = sorted({name.split()[0] for name in COMMANDS} | {"help", "exit"})
+        heads = sorted({name.split()[0] for name in COMMANDS} | {HELP_WORD, EXIT_WORDS[0]})
         if not done:
             return heads
         if done == ["get"]:

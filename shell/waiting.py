@@ -57,7 +57,6 @@ async def follow_job(client: ApiClient, job_id: int, on_status: StatusFn | None 
                 return job
     finally:
         stream.close()
-    return await asyncio.to_thread(client.job, job_id)
 
 
 class Spinner:

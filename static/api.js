@@ -2,10 +2,10 @@
 // Every URL is RELATIVE to the page (served at <prefix>/ui/), so the dashboard
 // keeps working behind a reverse proxy that mounts orq under a path prefix.
 
-export const API_BASE = new URL('..', location.href);
+const API_BASE = new URL('..', location.href);
 
 /** An error the API (or the network) reported, with a sentence fit for people. */
-export class ApiError extends Error {
+class ApiError extends Error {
   constructor(status, code, message) {
     super(message);
     this.status = status;
@@ -13,7 +13,7 @@ export class ApiError extends Error {
   }
 }
 
-export function apiUrl(path, query = {}) {
+function apiUrl(path, query = {}) {
   const url = new URL(path, API_BASE);
   for (const [key, value] of Object.entries(query)) {
     if (value !== undefined && value !== null && value !== '') url.searchParams.set(key, value);

@@ -4,13 +4,17 @@ import { Api, EventStream } from './api.js';
 import { makeEditor } from './editor.js';
 import { JobsTable } from './jobs.js';
 import { JobView } from './jobview.js';
-import { $ } from './util.js';
+import { $, formError } from './util.js';
 
 const SESSION_KEY = 'orq.session';
 const api = new Api();
 const state = { mode: null, session: null, stream: null };
 
-const table = new JobsTable({ api, onOpen: (id) => openJob(id), onError: () => {} });
+const table = new JobsTable({
+  api,
+  onOpen: (id) => openJob(id),
+  onError: (err) => toast(err.message),
+});
 const view = new JobView({
   api,
   onJob: (job) => table.apply(job),
@@ -22,12 +26,6 @@ const view = new JobView({
 function toast(message) {
   $('toast-text').textContent = message;
   $('toast').hidden = !message;
-}
-
-function formError(id, message) {
-  const box = $(id);
-  box.textContent = message || '';
-  box.hidden = !message;
 }
 
 // -- session ------------------------------------------------------------------------
@@ -254,5 +252,4 @@ makeEditor($('code'), { onRun: submit });
 $('input').addEventListener('keydown', (ev) => {
   if (ev.key === 'Enter' && (ev.ctrlKey || ev.metaKey)) { ev.preventDefault(); submit(); }
 });
-table.onError = (err) => toast(err.message);
 boot();

@@ -41,8 +41,7 @@ export class JobsTable {
   setViewer(uid, canSeeAll) {
     this.uid = uid;
     $('scope-wrap').hidden = !canSeeAll;
-    this.scope = canSeeAll ? $('scope').value : 'mine';
-    $('jobs-table').classList.toggle('show-uid', this.scope === 'all');
+    this.scope = canSeeAll ? $('scope').value : 'mine'; // shown by the reload that follows
   }
 
   get before() { return this.cursors.length ? this.cursors[this.cursors.length - 1] : null; }
@@ -99,9 +98,10 @@ export class JobsTable {
   apply(job, render = true) {
     if (this.loading) { this.pending.push(job); return; }
     const i = this.rows.findIndex((r) => r.job_id === job.job_id);
+    if (i < 0 && !this.matches(job)) return; // neither on this page nor for it
     if (i >= 0 && !isNewer(job, this.rows[i])) return;
     if (!this.matches(job)) {
-      if (i >= 0) this.rows.splice(i, 1); // it left the filtered set
+      this.rows.splice(i, 1); // it left the filtered set
     } else if (i >= 0) {
       this.rows[i] = { ...this.rows[i], ...job };
     } else {

@@ -2,7 +2,8 @@
 // while it runs, from ``output`` events), and Cancel / Run again.
 
 import {
-  $, FINAL, describeError, el, formatDuration, formatLimits, formatTime, isNewer, statusBadge,
+  $, FINAL, describeError, el, formError, formatDuration, formatLimits, formatTime, isNewer,
+  statusBadge,
 } from './util.js';
 
 const MAX_LIVE = 2 * 1024 * 1024; // characters of live output kept per stream
@@ -25,7 +26,7 @@ export class JobView {
 
   async open(jobId) {
     this.job = { job_id: jobId, status: '', result: '', stderr: '' };
-    this.showError(null);
+    formError('jv-error', null);
     this.render();
     if (!this.dialog.open) this.dialog.showModal();
     try {
@@ -34,7 +35,7 @@ export class JobView {
       this.merge(job, true);
       this.onJob(job);
     } catch (err) {
-      if (this.jobId === jobId) this.showError(`Could not load job #${jobId}: ${err.message}`);
+      if (this.jobId === jobId) formError('jv-error', `Could not load job #${jobId}: ${err.message}`);
     }
   }
 
@@ -141,7 +142,7 @@ export class JobView {
       this.onJob(job);
       this.update(job);
     } catch (err) {
-      if (this.jobId === id) this.showError(`Could not cancel job #${id}: ${err.message}`);
+      if (this.jobId === id) formError('jv-error', `Could not cancel job #${id}: ${err.message}`);
       if (err.status === 409) this.api.job(id).then((job) => { this.onJob(job); this.update(job); })
         .catch(() => {});
     } finally {
@@ -153,11 +154,5 @@ export class JobView {
     const job = this.job;
     this.dialog.close();
     this.onRunAgain(job);
-  }
-
-  showError(message) {
-    const box = $('jv-error');
-    box.hidden = !message;
-    box.textContent = message || '';
   }
 }

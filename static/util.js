@@ -21,16 +21,22 @@ export function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+/** Show ``message`` in the error box ``id``; a falsy message hides the box. */
+export function formError(id, message) {
+  const box = $(id);
+  box.textContent = message || '';
+  box.hidden = !message;
+}
+
 export function statusBadge(status) {
   return el('span', { class: `badge s-${String(status).toLowerCase()}`, text: status });
 }
 
-export function formatTime(iso, withSeconds = true) {
+export function formatTime(iso) {
   if (!iso) return '—';
   const date = new Date(iso);
   if (Number.isNaN(date.getTime())) return iso;
-  const opts = { hour: '2-digit', minute: '2-digit' };
-  if (withSeconds) opts.second = '2-digit';
+  const opts = { hour: '2-digit', minute: '2-digit', second: '2-digit' };
   const today = new Date().toDateString() === date.toDateString();
   if (!today) Object.assign(opts, { month: 'short', day: 'numeric' });
   return date.toLocaleString(undefined, opts);

@@ -6,7 +6,6 @@ import asyncio
 import getpass
 import json
 import logging
-import os
 import re
 import signal
 import sys
@@ -24,6 +23,7 @@ from .auth import Authenticator, AuthError
 from .backends.base import Backend, BackendUnavailable
 from .config import Config, ConfigError
 from .events import EventBus
+from .handlers.base import body_too_large
 from .jobs import JobService
 from .routes import routes
 from .store import Database, JobStore, StoreError, TokenStore, UserStore
@@ -81,8 +81,8 @@ class _BodyLimit(httputil.HTTPMessageDelegate):
 
 
 def _refuse_body(stream, limit: int) -> None:
-    body = json.dumps({"error": {"code": "body_too_large",
-                                 "message": f"the body is larger than {limit // 1024} KiB"}})
+    err = body_too_large(limit)
+    body = json.dumps({"error": {"code": err.code, "message": err.message}})
     stream.write(("HTTP/1.1 413 Payload Too Large\r\n"
                   "Content-Type: application/json; charset=utf-8\r\n"
                   f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}").encode())
@@ -131,17 +131,8 @@ def make_backend(config: Config) -> Backend:
     return LocalBackend(config)
 
 
-def check_data_dir(config: Config) -> None:
-    """Refuse, in one clear line, a data dir the database cannot be written in."""
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    if not os.access(config.data_dir, os.W_OK):
-        raise StoreError(f"the data directory {config.data_dir} is not writable (read-only "
-                         "file system or permissions); orq keeps its database there")
-
-
 async def build(config: Config, backend: Backend | None = None) -> App:
     """Open the store, start the backend, recover unfinished jobs."""
-    check_data_dir(config)
     db = Database(config.db_path)
     await db.open()
     store = JobStore(db)

@@ -7,6 +7,8 @@ import logging
 import time
 from collections.abc import Callable
 
+from .store.jobs import text_chars
+
 log = logging.getLogger("orq.events")
 
 Listener = Callable[[dict], None]
@@ -73,6 +75,4 @@ class EventBus:
 def _size(event: dict) -> int:
     """Rough bytes an event holds (its text twice: the dict and the serialised copy)."""
     job = event.get("job")
-    text = len(job.get("result") or "") + len(job.get("stderr") or "") if job else \
-        len(event.get("data") or "")
-    return 2 * text + 512
+    return 2 * (text_chars(job) if job else len(event.get("data") or "")) + 512

@@ -24,6 +24,19 @@ LENIENT_TYPES = ("", "application/json", "text/plain", "application/x-www-form-u
 MAX_INT = 2**63 - 1  # SQLite's INTEGER: larger ids and uids are a 400, not a 500
 
 
+def body_uid(value: Any) -> int:
+    """A uid from a JSON body: an integer (not a bool) that SQLite can hold, or the 400."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INT:
+        raise ApiError(400, "invalid_field", "'uid' must be an integer >= 0")
+    return value
+
+
+def body_too_large(limit: int) -> ApiError:
+    """The 413, whether it is found from Content-Length before the body is read (app.py)
+    or after a chunked body was read."""
+    return ApiError(413, "body_too_large", f"the body is larger than {limit // 1024} KiB")
+
+
 class ApiError(tornado.web.HTTPError):
     def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
         super().__init__(status, reason=None)
@@ -73,8 +86,7 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def check_body_size(self) -> None:
         if len(self.request.body or b"") > self.app.config.max_body_bytes:
-            raise ApiError(413, "body_too_large",
-                           f"the body is larger than {self.app.config.max_body_bytes // 1024} KiB")
+            raise body_too_large(self.app.config.max_body_bytes)
 
     def on_finish(self) -> None:
         metrics.HTTP_REQUESTS.labels(str(self.get_status())).inc()

@@ -90,25 +90,26 @@ class EventsHandler(BaseHandler, tornado.websocket.WebSocketHandler):
                 self.enqueue(event)
 
     def on_event(self, event: dict) -> None:
-        if self.may_see(event):
-            self.enqueue(event)
+        if self.may_see(event) and self.enqueue(event) and "_t" in event:
+            # live events only: a replayed one is as old as the client's absence
+            metrics.WS_DELIVERY.observe(time.monotonic() - event["_t"])
 
-    def enqueue(self, event: dict) -> None:
-        """Write the event now; the bytes count against this client until flushed."""
+    def enqueue(self, event: dict) -> bool:
+        """Write the event now; the bytes count against this client until flushed. False
+        when the socket is closed (or was closed for falling behind)."""
         text = wire(event)
         if self.backlog and self.backlog + len(text) > MAX_BACKLOG:
             log.info("closing a WebSocket that left %d bytes unread", self.backlog)
             self.app.bus.unsubscribe(self.on_event)
             self.close(1013, "too far behind; reconnect with ?since=<last id>")
-            return
+            return False
         try:
             done = self.write_message(text)
         except tornado.websocket.WebSocketClosedError:
-            return
+            return False
         self.backlog += len(text)
         done.add_done_callback(functools.partial(self._flushed, len(text)))
-        if "_t" in event:
-            metrics.WS_DELIVERY.observe(time.monotonic() - event["_t"])
+        return True
 
     def _flushed(self, size: int, future: asyncio.Future) -> None:
         self.backlog -= size

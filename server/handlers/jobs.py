@@ -7,7 +7,7 @@ import urllib.parse
 from ..jobs import resolve_limits
 from ..runner.core import LANGUAGES
 from ..store import FINAL, STATUSES
-from .base import MAX_INT, ApiError, BaseHandler, parse_flag, parse_int
+from .base import ApiError, BaseHandler, body_uid, parse_flag, parse_int
 
 MAX_CODE = 256 * 1024
 MAX_INPUT = 1024 * 1024
@@ -27,9 +27,7 @@ def _typed(body: dict, name: str, kinds: tuple, required: bool = False, what: st
 
 
 def parse_job_request(body: dict, config) -> dict:
-    uid = _typed(body, "uid", (int,), True, "an integer >= 0")
-    if not 0 <= uid <= MAX_INT:
-        raise ApiError(400, "invalid_field", "'uid' must be an integer >= 0")
+    uid = body_uid(_typed(body, "uid", (int,), True, "an integer >= 0"))
     code = _typed(body, "code", (str,), True, "a string")
     input_text = _typed(body, "input", (str,), False, "a string") or ""
     if len(code.encode("utf-8", "surrogatepass")) > MAX_CODE:

@@ -5,15 +5,13 @@ from pathlib import Path
 
 from .. import metrics
 from ..store import UserExists
-from .base import MAX_INT, ApiError, BaseHandler
+from .base import ApiError, BaseHandler, body_uid
 
 OPENAPI = Path(__file__).resolve().parent.parent / "openapi.json"
 
 
 def _uid_and_password(body: dict) -> tuple[int, str]:
-    uid, password = body.get("uid"), body.get("password")
-    if isinstance(uid, bool) or not isinstance(uid, int) or not 0 <= uid <= MAX_INT:
-        raise ApiError(400, "invalid_field", "'uid' must be an integer >= 0")
+    uid, password = body_uid(body.get("uid")), body.get("password")
     if not isinstance(password, str):
         raise ApiError(400, "invalid_field", "'password' must be a string")
     return uid, password

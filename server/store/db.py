@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -72,6 +73,9 @@ class Database:
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(self.path.parent, os.W_OK):  # one clear line, not sqlite's error
+            raise StoreError(f"the data directory {self.path.parent} is not writable (read-only"
+                             " file system or permissions); orq keeps its database there")
         try:
             self.conn = await aiosqlite.connect(str(self.path), isolation_level=None)
             self.conn.row_factory = sqlite3.Row
@@ -123,24 +127,19 @@ class Database:
         return await self.conn._execute(_fetch_within, self.conn._conn, sql, tuple(params),
                                         budget, weigh)
 
-    async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
-        """One durable write; returns lastrowid."""
-        return (await self.write(sql, params))[0]
+    async def write(self, sql: str, params: Iterable[Any] = ()) -> int:
+        """One durable write; returns how many rows it changed. See ``write_returning``."""
+        return (await self._queue(sql, params))[0]
 
-    async def write(self, sql: str, params: Iterable[Any] = ()) -> tuple[int, int]:
-        """One durable write; returns (lastrowid, rowcount). See ``write_returning``."""
-        lastrowid, rowcount, _rows = await self.write_returning(sql, params)
-        return lastrowid, rowcount
+    async def write_returning(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        """One durable write; returns the rows of its RETURNING clause (a write that returns
+        the row it changed saves the read that would otherwise follow it)."""
+        return (await self._queue(sql, params))[1]
 
-    async def write_returning(self, sql: str, params: Iterable[Any] = ()
-                              ) -> tuple[int, int, list[sqlite3.Row]]:
-        """One durable write, group-committed with the writes that arrive meanwhile.
-
-        Returns (lastrowid, rowcount, rows of a RETURNING clause): a write that returns
-        the row it changed saves the read that would otherwise follow it. Writes queued while a commit is in flight share the
-        next transaction and its single hop to the database thread; each runs inside its own
-        SAVEPOINT, so one failing statement (a taken uid) fails only its own caller.
-        """
+    async def _queue(self, sql: str, params: Iterable[Any]) -> tuple[int, list[sqlite3.Row]]:
+        """Group commit: writes queued while a commit is in flight share the next
+        transaction and its single hop to the database thread; each runs inside its own
+        SAVEPOINT, so one failing statement (a taken uid) fails only its own caller."""
         future = asyncio.get_running_loop().create_future()
         self._pending.append((sql, tuple(params), future))
         if self._flusher is None or self._flusher.done():
@@ -197,7 +196,7 @@ def _apply_batch(conn: sqlite3.Connection, batch: list) -> list:
             try:
                 cur = conn.execute(sql, params)
                 rows = cur.fetchall()  # a RETURNING statement completes only once read
-                results.append((cur.lastrowid, cur.rowcount, rows))
+                results.append((cur.rowcount, rows))
                 conn.execute("RELEASE w")
             except sqlite3.Error as exc:
                 conn.execute("ROLLBACK TO w")

@@ -29,8 +29,10 @@ def row_to_job(row: sqlite3.Row) -> dict[str, Any]:
     return job
 
 
-def _text_chars(row: sqlite3.Row) -> int:
-    return len(row["result"] or "") + len(row["stderr"] or "")
+def text_chars(job: dict | sqlite3.Row, fields: tuple[str, ...] = ("result", "stderr")) -> int:
+    """Characters in a job's big text fields: what makes it heavy to hold or to send."""
+    get = job.get if isinstance(job, dict) else job.__getitem__  # a row has every column
+    return sum(len(get(f) or "") for f in fields)
 
 
 class FinalJobCache:
@@ -51,7 +53,7 @@ class FinalJobCache:
     def put(self, job: dict) -> None:
         if job["status"] not in FINAL:
             return
-        size = sum(len(job.get(k) or "") for k in ("result", "stderr", "code", "input"))
+        size = text_chars(job, ("result", "stderr", "code", "input"))
         if size > self.text_bytes // 4:
             return  # a huge job would push out everything else
         self.drop(job["job_id"])
@@ -74,7 +76,7 @@ class JobStore:
     async def insert(self, uid: int, language: str, code: str, input_text: str,
                      limits: dict, created_at: str) -> dict:
         """Store a new WAITING job; returns it as clients see it."""
-        _, _, rows = await self.db.write_returning(
+        rows = await self.db.write_returning(
             "INSERT INTO jobs (uid, status, language, created_at, limits, code, input)"
             f" VALUES (?, 'WAITING', ?, ?, ?, ?, ?) RETURNING {_SUMMARY}",
             (uid, language, created_at, json.dumps(limits), code, input_text))
@@ -82,7 +84,7 @@ class JobStore:
 
     async def _update(self, sql: str, params: tuple) -> dict | None:
         """An UPDATE ... RETURNING one job: the job after the change, or None if none matched."""
-        _, _, rows = await self.db.write_returning(f"{sql} RETURNING {_SUMMARY}", params)
+        rows = await self.db.write_returning(f"{sql} RETURNING {_SUMMARY}", params)
         return row_to_job(rows[0]) if rows else None
 
     async def get(self, job_id: int, with_source: bool = False) -> dict | None:
@@ -102,7 +104,7 @@ class JobStore:
         """Newest first, and whether jobs were left out for PAGE_TEXT_CHARS; each filter
         maps onto an index (see tests/test_store.py)."""
         sql, params = self._list_query(uid, status, limit, before)
-        rows, cut = await self.db.fetch_within(sql, params, PAGE_TEXT_CHARS, _text_chars)
+        rows, cut = await self.db.fetch_within(sql, params, PAGE_TEXT_CHARS, text_chars)
         return [row_to_job(r) for r in rows], cut
 
     @staticmethod
@@ -143,15 +145,16 @@ class JobStore:
 
     async def requeue(self, job_id: int) -> None:
         """Back to WAITING after a server crash interrupted its run."""
-        await self.db.execute(
+        await self.db.write(
             "UPDATE jobs SET status = 'WAITING', started_at = NULL WHERE job_id = ?"
             " AND status = 'RUNNING'", (job_id,))
 
     async def purge(self, job_id: int) -> bool:
-        self.final.drop(job_id)
-        _, changed = await self.db.write(
+        changed = await self.db.write(
             "DELETE FROM jobs WHERE job_id = ? AND status IN ('DONE', 'ERROR', 'CANCELLED')",
             (job_id,))
+        # only now: a read that raced the delete may have cached the job meanwhile
+        self.final.drop(job_id)
         return changed == 1
 
     async def unfinished(self) -> list[tuple[int, int, str, int]]:

@@ -16,7 +16,7 @@ class UserStore:
 
     async def create(self, uid: int, password_hash: str, is_admin: bool, now: str) -> None:
         try:
-            await self.db.execute(
+            await self.db.write(
                 "INSERT INTO users (uid, password_hash, is_admin, created_at, password_changed_at)"
                 " VALUES (?, ?, ?, ?, ?)", (uid, password_hash, int(is_admin), now, now))
         except StoreError as exc:
@@ -26,7 +26,7 @@ class UserStore:
 
     async def set_password(self, uid: int, password_hash: str, is_admin: bool, now: str) -> None:
         """Create or overwrite (used by create-admin)."""
-        await self.db.execute(
+        await self.db.write(
             "INSERT INTO users (uid, password_hash, is_admin, created_at, password_changed_at)"
             " VALUES (?, ?, ?, ?, ?) ON CONFLICT(uid) DO UPDATE SET"
             " password_hash = excluded.password_hash, is_admin = excluded.is_admin,"
@@ -45,7 +45,7 @@ class TokenStore:
         self.db = db
 
     async def add(self, token_hash: str, uid: int, now: str, expires_at: str) -> None:
-        await self.db.execute(
+        await self.db.write(
             "INSERT INTO tokens (token_hash, uid, created_at, expires_at) VALUES (?, ?, ?, ?)",
             (token_hash, uid, now, expires_at))
 
@@ -55,9 +55,9 @@ class TokenStore:
         return row[0] if row else None
 
     async def revoke(self, token_hash: str) -> bool:
-        _, deleted = await self.db.write("DELETE FROM tokens WHERE token_hash = ?",
+        deleted = await self.db.write("DELETE FROM tokens WHERE token_hash = ?",
                                          (token_hash,))
         return deleted == 1
 
     async def purge_expired(self, now: str) -> None:
-        await self.db.execute("DELETE FROM tokens WHERE expires_at <= ?", (now,))
+        await self.db.write("DELETE FROM tokens WHERE expires_at <= ?", (now,))

@@ -19,7 +19,7 @@ from pathlib import Path
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from .backends.aws_lambda import resolve_region
+from .backends.aws_lambda import aws_error, resolve_region
 from .config import Config
 
 RUNNER_DIR = Path(__file__).resolve().parent / "runner"
@@ -68,7 +68,7 @@ def ensure_role(iam, name: str, function: str, region: str) -> str:
         iam.update_assume_role_policy(RoleName=name, PolicyDocument=trust)
         say(f"updating IAM role {name}")
     except ClientError as exc:
-        if _code(exc) != "NoSuchEntity":
+        if aws_error(exc)[0] != "NoSuchEntity":
             raise
         say(f"creating IAM role {name}")
         arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust,
@@ -98,7 +98,7 @@ def ensure_function(lam, args: argparse.Namespace, role_arn: str, code: bytes) -
     try:
         lam.get_function(FunctionName=args.function_name)
     except ClientError as exc:
-        if _code(exc) != "ResourceNotFoundException":
+        if aws_error(exc)[0] != "ResourceNotFoundException":
             raise
         say(f"creating Lambda function {args.function_name}")
         _create_function(lam, args.function_name, settings, code)
@@ -119,7 +119,7 @@ def _create_function(lam, name: str, settings: dict, code: bytes) -> None:
             return
         except ClientError as exc:
             # a new IAM role takes a few seconds before Lambda may assume it
-            if (_code(exc) != "InvalidParameterValueException"
+            if (aws_error(exc)[0] != "InvalidParameterValueException"
                     or "assume" not in str(exc) or time.monotonic() > deadline):
                 raise
             time.sleep(3)
@@ -155,10 +155,6 @@ def settings_text(function: str, region: str, max_timeout: float) -> str:
 
 def say(text: str) -> None:
     print(f"==> {text}", file=sys.stderr, flush=True)
-
-
-def _code(exc: ClientError) -> str:
-    return exc.response.get("Error", {}).get("Code", "")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -208,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         fail("no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
              "(or AWS_PROFILE), e.g. with `aws configure`")
     except ClientError as exc:
-        err = exc.response.get("Error", {})
-        fail(f"{exc.operation_name}: {err.get('Code', '?')}: {err.get('Message', exc)}")
+        code, message = aws_error(exc)
+        fail(f"{exc.operation_name}: {code}: {message}")
     except (DeployError, BotoCoreError, OSError) as exc:
         fail(str(exc))
     return 1

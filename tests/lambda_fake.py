@@ -54,7 +54,7 @@ print(json.dumps(answers))
 """
 
 
-def extract(zip_path: str, task_dir: str) -> None:
+def extract(zip_path: str | os.PathLike, task_dir: str | os.PathLike) -> None:
     """Unpack the zip as Lambda does into /var/task."""
     with zipfile.ZipFile(zip_path) as zf:
         zf.extractall(task_dir)
@@ -71,24 +71,25 @@ class Fake:
         self.stats = {"invocations": 0, "bounced": 0, "failed": 0, "completed": 0, "running": 0,
                       "max_running": 0}
 
-    def take(self) -> str:
-        """Decide what the next invocation gets: 'bounce', 'fail' or 'run'."""
+    def take(self) -> tuple[str, int]:
+        """Decide what the next invocation gets ('bounce', 'fail' or 'run') and number it."""
         with self.lock:
             self.stats["invocations"] += 1
+            n = self.stats["invocations"]
             if self.bounce["count"] > 0:
                 self.bounce["count"] -= 1
                 self.stats["bounced"] += 1
-                return "bounce"
+                return "bounce", n
             if self.fail > 0:
                 self.fail -= 1
                 self.stats["failed"] += 1
-                return "fail"
+                return "fail", n
             self.stats["running"] += 1
             self.stats["max_running"] = max(self.stats["max_running"], self.stats["running"])
-            return "run"
+            return "run", n
 
-    def run(self, payload: bytes) -> dict:
-        n = self.stats["invocations"]
+    def run(self, payload: bytes, n: int) -> dict:
+        """Invocation ``n`` (from take()) in a fresh process with its own tmp root."""
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **FAKE_CREDENTIALS,
                "ORQ_RUNNER_TMP": os.path.join(self.workdir, f"tmp-{n}")}
         proc = subprocess.run([sys.executable, "-c", DRIVER, self.task_dir, str(self.timeout_s)],
@@ -151,13 +152,13 @@ class Handler(BaseHTTPRequestHandler):
         name, rest = self.function_path()
         if name != fake.function or rest != "invocations":
             return self.aws_error(404, "ResourceNotFoundException", f"Function not found: {name}")
-        action = fake.take()
+        action, n = fake.take()
         if action == "bounce":
             return self.aws_error(fake.bounce.get("status", 429), fake.bounce["code"],
                                   fake.bounce.get("message", "Rate Exceeded."))
         answer = ({"errorMessage": "RequestId: fake Error: Runtime exited with error: "
                    "signal: killed", "errorType": "Runtime.ExitError"}
-                  if action == "fail" else fake.run(body))
+                  if action == "fail" else fake.run(body, n))
         if "result" in answer:
             return self.reply(200, answer["result"], {"X-Amz-Executed-Version": "$LATEST"})
         self.reply(200, answer, {"X-Amz-Function-Error": "Unhandled"})

@@ -9,14 +9,9 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
-from conftest import OrqServer
-
-REPO = Path(__file__).resolve().parent.parent
-
-
+from conftest import REPO, OrqServer
 
 
 class FakeLambda:
@@ -143,7 +138,7 @@ def test_other_aws_errors_end_error(lambda_server, fake):
 def test_cancel_discards_the_late_result(lambda_server, fake):
     srv = lambda_server()
     job_id = srv.submit("import time\ntime.sleep(3)\nprint('late')")
-    _poll(lambda: srv.request("GET", f"/jobs/{job_id}").json["status"] == "RUNNING")
+    srv.wait_status(job_id, "RUNNING", timeout=60)
     resp = srv.request("DELETE", f"/jobs/{job_id}")
     assert resp.status == 200 and resp.json["status"] == "CANCELLED"
     _poll(lambda: fake.stats()["completed"] == 1)  # Lambda ran it to the end anyway
@@ -177,7 +172,7 @@ def test_sigterm_does_not_wait_for_lambda(lambda_server, fake):
     after a restart) instead of waiting for the invocation to answer."""
     srv = lambda_server()
     job_id = srv.submit("import time\ntime.sleep(40)", timeout=60)
-    _poll(lambda: srv.request("GET", f"/jobs/{job_id}").json["status"] == "RUNNING")
+    srv.wait_status(job_id, "RUNNING", timeout=60)
     began = time.monotonic()
     assert srv.stop() == 0  # conftest kills it (-9) after 15 s
     assert time.monotonic() - began < 15

@@ -14,14 +14,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from lambda_fake import DRIVER, FAKE_CREDENTIALS, FAKE_SECRET
+from conftest import REPO
+from lambda_fake import DRIVER, FAKE_CREDENTIALS, FAKE_SECRET, extract
 
-REPO = Path(__file__).resolve().parent.parent
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 AS_ROOT = os.geteuid() == 0
 NOBODY = 65534
-
-
 
 
 @pytest.fixture
@@ -29,8 +27,7 @@ def lam(lambda_zip):
     """A fresh 'execution environment': the zip unpacked as /var/task, a private tmp root."""
     base = Path(tempfile.mkdtemp(prefix="orq-lambda-test-"))
     base.chmod(0o755)
-    with zipfile.ZipFile(lambda_zip) as zf:
-        zf.extractall(base / "task")
+    extract(lambda_zip, base / "task")
     root = base / "tmp"
     root.mkdir()
     if AS_ROOT:

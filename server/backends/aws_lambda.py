@@ -125,7 +125,7 @@ class LambdaBackend(Backend):
                                      "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE"
                                      ) from exc
         except ClientError as exc:
-            code, message = _error(exc)
+            code, message = aws_error(exc)
             if code == "ResourceNotFoundException":
                 raise BackendUnavailable(f"Lambda function {self.function} not found in "
                                          f"{self.region}: {fix}") from exc
@@ -149,11 +149,17 @@ class LambdaBackend(Backend):
 
     async def run(self, spec: JobSpec, hooks: RunHooks) -> dict:
         self._active.add(spec.job_id)
+        waiting = False  # Retry: the job stays WAITING and keeps its bounce count
         try:
             return await self._run(spec, hooks)
+        except Retry:
+            waiting = True
+            raise
         finally:
             self._active.discard(spec.job_id)
             self._cancelled.discard(spec.job_id)
+            if not waiting:
+                self._bounces.pop(spec.job_id, None)
 
     async def _run(self, spec: JobSpec, hooks: RunHooks) -> dict:
         payload = json.dumps(event(spec)).encode()
@@ -171,7 +177,6 @@ class LambdaBackend(Backend):
                 if spec.job_id in self._cancelled:
                     return {"error": core.CANCELLED}
                 continue
-            self._bounces.pop(spec.job_id, None)
             if answer is None or spec.job_id in self._cancelled:
                 return {"error": core.CANCELLED}
             return answer
@@ -207,7 +212,7 @@ class LambdaBackend(Backend):
                                        InvocationType="RequestResponse", Payload=payload)
             body = resp["Payload"].read()
         except ClientError as exc:
-            code, message = _error(exc)
+            code, message = aws_error(exc)
             if code in THROTTLED:
                 raise _Bounce("throttled", message) from None
             if code in NOT_READY:
@@ -283,6 +288,7 @@ def parse_answer(function_error: str | None, body: bytes) -> dict:
     return {key: data.get(key) for key in RESULT_KEYS}
 
 
-def _error(exc: ClientError) -> tuple[str, str]:
+def aws_error(exc: ClientError) -> tuple[str, str]:
+    """An AWS error's code (``"?"`` when missing) and message."""
     err = exc.response.get("Error", {})
     return err.get("Code", "?"), err.get("Message") or str(exc)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import signal
 import stat
@@ -104,7 +105,6 @@ def _env(workdir: str) -> dict[str, str]:
 def _limits(memory_mb: int):
     """A preexec function: no core dumps, and an address-space cap when asked for."""
     def apply() -> None:
-        import resource
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         if memory_mb > 0:
             cap = (memory_mb + 64) * 1024 * 1024

@@ -14,10 +14,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import concurrent.futures
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,47 +26,41 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 from conftest import OrqServer
+from e2e import PYTHON, spawn_loop
 
 from server.backends.local import SPARE_RUNNERS
 
 SLOTS = os.cpu_count() or 1
+CLIENTS = 16  # concurrent ?wait=true submitters in throughput()
 
 
-def spawn_loop(argv: list[str], n: int, parallel: int) -> float:
-    """Jobs per second of a bare spawn loop, ``parallel`` at a time."""
-    def one(_):
-        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
-    start = time.perf_counter()
-    with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
-        list(pool.map(one, range(n)))
-    return n / (time.perf_counter() - start)
+def spawns_per_s(argv: tuple[str, ...], n: int) -> float:
+    """Jobs per second of a bare spawn loop, SLOTS at a time."""
+    return n / asyncio.run(spawn_loop(n, SLOTS, argv))
 
 
 def server(warm: bool, tmp: Path) -> OrqServer:
     return OrqServer(tmp / f"data-{warm}", ["--auth", "open", "--warm", str(warm).lower()]).start()
 
 
-def throughput(srv: OrqServer, n: int, clients: int = 16, language: str = "python") -> float:
+def throughput(srv: OrqServer, n: int) -> float:
     """Jobs per second from the first submit to the last DONE (POST ?wait=true per job)."""
-    code = "print(1)" if language == "python" else "echo 1"
-
     def one(_):
-        job = srv.request("POST", "/jobs?wait=true",
-                          {"uid": 1, "code": code, "input": "", "language": language}).json
+        job = srv.run("print(1)")
         assert job["status"] == "DONE", job
     start = time.perf_counter()
-    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+    with concurrent.futures.ThreadPoolExecutor(CLIENTS) as pool:
         list(pool.map(one, range(n)))
     return n / (time.perf_counter() - start)
 
 
-def latency_p50(srv: OrqServer, n: int = 40, language: str = "python") -> float:
+def latency_p50(srv: OrqServer, language: str = "python") -> float:
+    """Median ms of 40 submit -> DONE round trips (POST ?wait=true), one at a time."""
     code = "print(1)" if language == "python" else "echo 1"
     times = []
-    for _ in range(n):
+    for _ in range(40):
         start = time.perf_counter()
-        job = srv.request("POST", "/jobs?wait=true",
-                          {"uid": 1, "code": code, "input": "", "language": language}).json
+        job = srv.run(code, language=language)
         times.append(time.perf_counter() - start)
         assert job["status"] == "DONE", job
     return statistics.median(times) * 1000
@@ -104,7 +98,7 @@ def measure(n: int) -> list[tuple[str, str, str, str, str]]:
         try:
             assert warm.request("GET", "/healthz").json["warm"] is True, warm.log()
             warm.run("print(0)"), cold.run("print(0)")
-            bare = spawn_loop(["/usr/bin/python3", "-c", "print(1)"], n, SLOTS)
+            bare = spawns_per_s((PYTHON, "-c", "print(1)"), n)
             warm_tp = throughput(warm, n)
             cold_tp = throughput(cold, max(n // 5, 50))
             rows.append((f"trivial python jobs/s ({n} x print(1))", f"{warm_tp:.0f}",
@@ -116,7 +110,7 @@ def measure(n: int) -> list[tuple[str, str, str, str, str]]:
             rss, pss = memory_mb(warm.proc.pid)
             rows.append((f"server + {SLOTS + SPARE_RUNNERS} runners ({SLOTS} slots + a spare) memory", f"RSS {rss:.0f} MB", f"PSS {pss:.0f} MB",
                          "-", "<= 300 MB"))
-            bare_bash = spawn_loop(["/bin/bash", "-c", "echo 1"], n, SLOTS)
+            bare_bash = spawns_per_s(("/bin/bash", "-c", "echo 1"), n)
             b50 = latency_p50(warm, language="bash")
             rows.append(("bash job p50 (cold path)", f"{b50:.1f} ms",
                          f"bare bash -c spawn loop: {bare_bash:.0f}/s vs python {bare:.0f}/s",

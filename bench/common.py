@@ -7,8 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -20,16 +18,15 @@ from pathlib import Path
 from typing import Self
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from conftest import free_port
+from reliability_support import rss_kb
+
 BENCH = REPO / "bench"
 BIN = Path(sys.executable).parent
 RESULTS = BENCH / "results"
 PASSWORD = "bench-password-1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -37,10 +34,6 @@ def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     rank = max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered) + 0.5) - 1))
     return ordered[rank]
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)
 
 
 def basic_header(uid: int, password: str = PASSWORD) -> str:
@@ -86,8 +79,7 @@ class Server:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def rss_mb(self) -> float:
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
+        return rss_kb(self.proc.pid) / 1024
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -207,8 +199,7 @@ def wrk(url: str, seconds: float, script: str | None = None, connections: int = 
             "socket_errors": errors.group(0) if errors else ""}
 
 
-def blocker_job(url: str, headers: dict | None = None, slots: int = 1) -> None:
-    """Fill every slot with a sleeping job so benchmark submissions stay WAITING."""
-    for _ in range(slots):
-        request_json(url + "/jobs", "POST", {"uid": 0, "code": "import time; time.sleep(55)",
-                                             "input": "", "timeout": 60}, headers)
+def blocker_job(url: str, uid: int = 0, headers: dict | None = None) -> None:
+    """Fill the one slot with a sleeping job so benchmark submissions stay WAITING."""
+    request_json(url + "/jobs", "POST", {"uid": uid, "code": "import time; time.sleep(55)",
+                                         "input": "", "timeout": 60}, headers)

@@ -12,22 +12,27 @@ import os
 import shutil
 import tempfile
 import time
+import urllib.parse
+from collections import Counter
 from pathlib import Path
+from statistics import median
 
-from common import KeepAlive, machine_cpu_s, median, orq_server, request_json
+from common import KeepAlive, machine_cpu_s, orq_server
+from reliability_support import all_jobs  # tests/ is on sys.path: common put it there
 
 PYTHON = "/usr/bin/python3"  # what orq's config runs python jobs with
 
 
-async def spawn_loop(count: int, parallel: int) -> float:
-    """Seconds for ``count`` bare spawns, ``parallel`` at a time."""
+async def spawn_loop(count: int, parallel: int,
+                     argv: tuple[str, ...] = (PYTHON, "-c", "print(1)")) -> float:
+    """Seconds for ``count`` bare spawns of ``argv`` (which must print 1), ``parallel``
+    at a time."""
     sem = asyncio.Semaphore(parallel)
 
     async def one() -> None:
         async with sem:
             proc = await asyncio.create_subprocess_exec(
-                PYTHON, "-c", "print(1)", stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE)
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE)
             out, _ = await proc.communicate()
             assert out == b"1\n" and proc.returncode == 0
     start = time.monotonic()
@@ -72,16 +77,9 @@ async def wait_idle(url: str, timeout: float = 1200) -> None:
 
 
 def count_status(url: str, job_ids: list[int]) -> dict[str, int]:
-    wanted, counts = set(job_ids), {}
-    before = None
-    while True:
-        page = request_json(url + "/jobs?limit=10000" + (f"&before={before}" if before else ""))
-        for job in page:
-            if job["job_id"] in wanted:
-                counts[job["status"]] = counts.get(job["status"], 0) + 1
-        if len(page) < 10000:
-            return counts
-        before = page[-1]["job_id"]
+    wanted = set(job_ids)
+    jobs = all_jobs(urllib.parse.urlparse(url).port)
+    return dict(Counter(job["status"] for job in jobs if job["job_id"] in wanted))
 
 
 async def orq_run(url: str, count: int) -> float:

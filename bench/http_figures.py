@@ -9,13 +9,13 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from statistics import median
 
 from common import (
     PASSWORD,
     basic_header,
     blocker_job,
     hello_server,
-    median,
     orq_server,
     request,
     request_json,
@@ -63,8 +63,7 @@ def _run(tmp: Path, reps: int, seconds: float) -> list[dict]:
         status, body = request(orq_auth.url + "/users", "POST", {"uid": 1, "password": PASSWORD})
         assert status == 201, body
         auth = {"Authorization": basic_header(1)}
-        request_json(orq_auth.url + "/jobs", "POST",
-                     {"uid": 1, "code": "import time; time.sleep(55)", "timeout": 60}, auth)
+        blocker_job(orq_auth.url, uid=1, headers=auth)
         with orq_server(tmp / "open2", "open", ["--slots", "1"]).start() as orq_open:
             blocker_job(orq_open.url)
             for _ in range(reps):

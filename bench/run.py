@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -31,11 +32,11 @@ from common import BENCH, REPO, RESULTS
 
 DOC = REPO / "docs" / "PERFORMANCE.md"
 BEGIN, END = "<!-- RESULTS:BEGIN -->", "<!-- RESULTS:END -->"
-COMMANDS = {"http": "bench/http_figures.py", "e2e": "bench/e2e.py", "ws": "bench/ws_latency.py",
-            "bigdb": "bench/bigdb.py", "flood": "bench/flood.py"}
+SUITES = ("http", "e2e", "ws", "bigdb", "flood")  # in the order they run and are listed
 
 
 def suites(quick: bool) -> dict:
+    """Each suite's run, keyed and ordered as SUITES."""
     if quick:
         return {"http": lambda: http_figures.run(reps=1, seconds=3),
                 "e2e": lambda: e2e.run(reps=1, count=100),
@@ -72,20 +73,17 @@ def write_doc(text: str) -> None:
 
 
 def run_bench_jobs(quick: bool) -> None:
-    """The warm-runner engineer's bench/bench_jobs.py, when present (it reports itself)."""
-    script = BENCH / "bench_jobs.py"
-    if script.exists():
-        argv = [sys.executable, str(script)] + (["--quick"] if quick else [])
-        print("running", " ".join(argv), flush=True)
-        subprocess.run(argv, cwd=REPO, check=False)
+    """The warm-runner figures of bench/bench_jobs.py (it reports itself)."""
+    argv = [sys.executable, str(BENCH / "bench_jobs.py")] + (["--quick"] if quick else [])
+    print("running", " ".join(argv), flush=True)
+    subprocess.run(argv, cwd=REPO, check=False)
 
 
 def merge(previous: dict, fresh: dict) -> dict:
     """The latest measurement of every suite: a partial run (--only) replaces its own
     suites' rows and keeps the others' from the last run, each with its own date."""
-    kept = {k: v for k, v in previous.items() if k in COMMANDS and k not in fresh}
-    return {name: (fresh.get(name) or kept[name]) for name in COMMANDS
-            if name in fresh or name in kept}
+    return {name: fresh[name] if name in fresh else previous[name] for name in SUITES
+            if name in fresh or name in previous}
 
 
 def load_previous() -> dict:
@@ -105,20 +103,20 @@ def header(results: dict) -> str:
     else:
         when = "; ".join(f"{mode} run {date} ({', '.join(names)})"
                          for (mode, date), names in sorted(runs.items(), key=lambda r: r[0][1]))
-    return (f"Measured on {platform.node()} ({platform.machine()}, {_cores()} cores, shared): "
-            f"{when}; medians of the repetitions.")
+    return (f"Measured on {platform.node()} ({platform.machine()}, {os.cpu_count() or 1} "
+            f"cores, shared): {when}; medians of the repetitions.")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small counts, one repetition")
-    parser.add_argument("--only", default="", help="comma list of: " + ", ".join(COMMANDS))
+    parser.add_argument("--only", default="", help="comma list of: " + ", ".join(SUITES))
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite PERFORMANCE.md")
     args = parser.parse_args(argv)
-    chosen = [s for s in args.only.split(",") if s] or list(COMMANDS)
-    unknown = sorted(set(chosen) - set(COMMANDS))
+    chosen = [s for s in args.only.split(",") if s] or list(SUITES)
+    unknown = sorted(set(chosen) - set(SUITES))
     if unknown:
-        parser.error(f"unknown suite(s): {', '.join(unknown)}; choose from {', '.join(COMMANDS)}")
+        parser.error(f"unknown suite(s): {', '.join(unknown)}; choose from {', '.join(SUITES)}")
     fresh, mode = {}, "--quick" if args.quick else "full"
     measured = time.strftime("%Y-%m-%d %H:%M", time.localtime())  # when this run started
     for name, fn in suites(args.quick).items():
@@ -140,11 +138,6 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_doc:
         write_doc(table([r for s in results.values() for r in s["rows"]], header(results)))
     return 0 if all(r["met"] for s in fresh.values() for r in s["rows"]) else 1
-
-
-def _cores() -> int:
-    import os
-    return os.cpu_count() or 1
 
 
 if __name__ == "__main__":

@@ -20,16 +20,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from conftest import OrqServer
 from reliability_support import (
-    Ledger,
+    BLOCKER_UID,
+    block_slots,
     check_after_crashes,
-    kill_loop,
     max_spread,
     rss_kb,
+    start_order,
     submit_all,
+    submit_during_kills,
     wait_all_final,
 )
-
-BLOCKER_UID = 10**6
 
 
 class RssSampler(threading.Thread):
@@ -50,8 +50,7 @@ class RssSampler(threading.Thread):
 
 def load_phase(srv: OrqServer, args: argparse.Namespace, report: dict) -> None:
     """All jobs queued behind blockers, then run: fair, unique, complete, flat memory."""
-    blockers = [srv.submit("import time; time.sleep(55)", uid=BLOCKER_UID, timeout=60)
-                for _ in range(args.slots)]
+    blockers = block_slots(srv, args.slots)
     per_user = args.jobs // args.users
     work = [(uid, "pass") for uid in range(args.users) for _ in range(per_user)]
     start = time.monotonic()
@@ -72,8 +71,7 @@ def load_phase(srv: OrqServer, args: argparse.Namespace, report: dict) -> None:
           {j["job_id"]: j["uid"] for j in jobs} == ledger.acked)
     check(report, "every job DONE once", all(j["status"] == "DONE" and j["attempts"] == 1
                                             for j in jobs))
-    ran = sorted(jobs, key=lambda j: (j["started_at"], j["job_id"]))
-    report["fair_spread"] = max_spread([j["uid"] for j in ran], range(args.users))
+    report["fair_spread"] = max_spread(start_order(jobs), range(args.users))
     check(report, "fair order (spread <= 2 x slots)", report["fair_spread"] <= 2 * args.slots)
     samples = sampler.samples or [rss_kb(srv.proc.pid)]
     report["rss_mib"] = (samples[0] / 1024, max(samples) / 1024, samples[-1] / 1024)
@@ -83,14 +81,11 @@ def load_phase(srv: OrqServer, args: argparse.Namespace, report: dict) -> None:
 
 
 def crash_phase(srv: OrqServer, args: argparse.Namespace, report: dict) -> None:
-    rng, stop, ledger, seen = random.Random(args.seed), threading.Event(), Ledger(), []
-    killer = threading.Thread(target=lambda: seen.append(kill_loop(srv, args.kills, rng, stop)))
-    killer.start()
     work = [(uid, "pass") for _ in range(200) for uid in range(args.users)]
-    while not stop.is_set():
-        submit_all(srv.port, work, threads=8, ledger=ledger, stop=stop)
-    killer.join()
+    ledger, seen = submit_during_kills(srv, work, args.kills, random.Random(args.seed),
+                                       threads=8)
     report["crash_acked"], report["crash_refused"] = len(ledger.acked), dict(ledger.refused)
+    check(report, "max id seen after each restart only grows", seen == sorted(seen))
     try:
         jobs = check_after_crashes(srv, ledger, timeout=args.max_minutes * 60)
     except AssertionError as exc:

@@ -16,7 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-FINAL = ("DONE", "ERROR", "CANCELLED")
+from conftest import FINAL
+
+BLOCKER_UID = 10**6  # owns the sleeping jobs that hold every slot (block_slots)
 
 
 class Client:
@@ -134,6 +136,23 @@ def wait_all_final(port: int, timeout: float) -> list[dict]:
         time.sleep(0.5)
 
 
+def block_slots(srv, slots: int) -> list[int]:
+    """Occupy every slot so the whole backlog is queued before anything runs."""
+    ids = [srv.submit("import time; time.sleep(55)", uid=BLOCKER_UID, timeout=60)
+           for _ in range(slots)]
+    deadline = time.monotonic() + 60
+    while srv.request("GET", "/healthz").json["running"] < slots:
+        assert time.monotonic() < deadline, "blockers never started"
+        time.sleep(0.1)
+    return ids
+
+
+def start_order(jobs: list[dict]) -> list[int]:
+    """The uids of the jobs that started, in the order they started."""
+    ran = sorted((j for j in jobs if j["started_at"]), key=lambda j: (j["started_at"], j["job_id"]))
+    return [j["uid"] for j in ran]
+
+
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -196,3 +215,16 @@ def kill_loop(srv, cycles: int, rng: random.Random, done: threading.Event) -> li
         seen.append(max((j["job_id"] for j in jobs), default=0))
     done.set()
     return seen
+
+
+def submit_during_kills(srv, work: list[tuple[int, str]], cycles: int, rng: random.Random,
+                        threads: int) -> tuple[Ledger, list[int]]:
+    """Submit ``work`` over and over while kill_loop kills and restarts the server
+    ``cycles`` times; returns the ledger and kill_loop's max id seen after each restart."""
+    stop, ledger, seen = threading.Event(), Ledger(), []
+    killer = threading.Thread(target=lambda: seen.extend(kill_loop(srv, cycles, rng, stop)))
+    killer.start()
+    while not stop.is_set():  # keep submitting until the last restart
+        submit_all(srv.port, work, threads=threads, ledger=ledger, stop=stop)
+    killer.join()
+    return ledger, seen

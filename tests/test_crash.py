@@ -2,30 +2,22 @@
 from __future__ import annotations
 
 import random
-import threading
 import time
 
-from reliability_support import Ledger, check_after_crashes, kill_loop, submit_all
+from reliability_support import check_after_crashes, submit_all, submit_during_kills
 
 
 def test_kill9_under_load_loses_no_acknowledged_job(server_factory):
     srv = server_factory("--auth", "open", "--slots", "2")
     rng = random.Random(8)
     work = [(uid, "pass") for _ in range(30) for uid in range(20)]
-    stop, ledger = threading.Event(), Ledger()
-    killer_result: list[list[int]] = []
-    killer = threading.Thread(target=lambda: killer_result.append(
-        kill_loop(srv, 4, rng, stop)))
-    killer.start()
-    while not stop.is_set():  # keep submitting until the last restart
-        submit_all(srv.port, work, threads=6, ledger=ledger, stop=stop)
-    killer.join()
+    ledger, seen = submit_during_kills(srv, work, 4, rng, threads=6)
     assert len(ledger.acked) > 100, "too few jobs were acknowledged to test anything"
     assert ledger.refused, "no request ever failed: the kills missed the load"
     check_after_crashes(srv, ledger)
     # ids never repeat: each submitter's ids only grow, across every restart
     assert ledger.ids_increase(), ledger.by_thread
-    assert killer_result and killer_result[0] == sorted(killer_result[0]), killer_result
+    assert seen and seen == sorted(seen), seen
 
 
 def test_kill9_during_recovery_keeps_every_job(server_factory):

@@ -4,35 +4,19 @@
 """
 from __future__ import annotations
 
-import time
-
 from reliability_support import (
+    BLOCKER_UID,
     Client,
     all_jobs,
+    block_slots,
     max_spread,
     rss_kb,
+    start_order,
     submit_all,
     wait_all_final,
 )
 
 USERS, PER_USER = 50, 40
-BLOCKER_UID = 10_000
-
-
-def block_slots(srv, slots: int) -> list[int]:
-    """Occupy every slot so the whole backlog is queued before anything runs."""
-    ids = [srv.submit("import time; time.sleep(55)", uid=BLOCKER_UID, timeout=60)
-           for _ in range(slots)]
-    deadline = time.monotonic() + 60
-    while srv.request("GET", "/healthz").json["running"] < slots:
-        assert time.monotonic() < deadline, "blockers never started"
-        time.sleep(0.1)
-    return ids
-
-
-def start_order(jobs: list[dict]) -> list[int]:
-    ran = sorted((j for j in jobs if j["started_at"]), key=lambda j: (j["started_at"], j["job_id"]))
-    return [j["uid"] for j in ran]
 
 
 def test_2000_jobs_from_50_users_all_final_fair_unique(server_factory):

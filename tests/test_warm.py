@@ -170,7 +170,7 @@ def test_timeout_kills_the_job_and_the_runner_survives(warm1):
 
 def test_cancel_on_the_warm_path(warm1):
     job_id = warm1.submit("import time\nprint('up', flush=True)\ntime.sleep(60)")
-    wait_for(lambda: warm1.request("GET", f"/jobs/{job_id}").json["status"] == "RUNNING")
+    warm1.wait_status(job_id, "RUNNING")
     resp = warm1.request("DELETE", f"/jobs/{job_id}")
     assert resp.status == 200 and resp.json["status"] == "CANCELLED"
     assert warm1.run("print('after')")["result"] == "after\n"

@@ -7,8 +7,7 @@ import time
 
 import pytest
 import websocket  # websocket-client
-
-FINAL = ("DONE", "ERROR", "CANCELLED")
+from conftest import FINAL
 
 
 def connect(srv, token=None, since=None, **kwargs) -> websocket.WebSocket:

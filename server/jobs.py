@@ -213,7 +213,7 @@ class JobService:
             return  # cancelled or purged while it waited
         spec = JobSpec(job_id=job_id, uid=uid, language=job["language"], code=job["code"],
                        input=job["input"], output_cap=self.config.output_cap,
-                       attempt=job["attempts"] + 1, **job["limits"])
+                       **job["limits"])
         hooks = RunHooks(started=lambda: self._started(job_id),
                          output=lambda stream, data: self.bus.publish(
                              {"type": "output", "job_id": job_id, "uid": uid,

@@ -18,7 +18,6 @@ class JobSpec:
     cpus: float
     io_weight: int
     output_cap: int
-    attempt: int = 1
 
 
 @dataclass

@@ -53,8 +53,7 @@ class JobCgroup:
         self.dirs = list(dirs.values())
         self.version = version
         self.limits: tuple | None = None
-        self._oom_base = 0
-        self._oom_known = False  # _oom_base is the count read at the end of the last job
+        self._oom_base = 0  # the OOM kill count when the cgroup was last handed out clean
 
     def configure(self, memory_mb: int, cpus: float, pids: int, io_weight: int) -> None:
         """Apply a job's limits (raises OSError if the kernel refuses them)."""
@@ -63,9 +62,6 @@ class JobCgroup:
             self.limits = None  # half-applied limits must never be trusted
             (self._limits_v2 if self.version == 2 else self._limits_v1)(*wanted)
             self.limits = wanted
-        if not self._oom_known:
-            self._oom_base = self._oom_count()
-        self._oom_known = False
 
     def _limits_v1(self, memory_mb, cpus, pids, io_weight) -> None:
         mem, d = str(memory_mb * 1024 * 1024), self.by_ctrl
@@ -109,13 +105,14 @@ class JobCgroup:
             pass
         return 0
 
+    def reset_oom(self) -> None:
+        """Take the current OOM kill count as the base of the next job (the manager calls
+        this when it makes the cgroup and when it gets it back empty: off a job's path)."""
+        self._oom_base = self._oom_count()
+
     def oom_killed(self) -> bool:
-        """Whether the kernel's OOM killer struck since this job's ``configure``. Called
-        once a job's processes are all dead; the count read then is the next job's base,
-        which saves ``configure`` a read."""
-        count = self._oom_count()
-        killed, self._oom_base, self._oom_known = count > self._oom_base, count, True
-        return killed
+        """Whether the kernel's OOM killer struck since the cgroup was handed out."""
+        return self._oom_count() > self._oom_base
 
     def pids(self) -> list[int]:
         found: set[int] = set()
@@ -236,6 +233,7 @@ class CgroupManager:
     def release(self, cgroup: JobCgroup) -> None:
         """Back to the pool once empty (blocking: call it off the event loop)."""
         if cgroup.kill_all():
+            cgroup.reset_oom()
             self._free.append(cgroup)
         else:
             cgroup.remove()
@@ -244,7 +242,9 @@ class CgroupManager:
         dirs = {ctrl: parent / name for ctrl, parent in self.controllers.items()}
         for d in dirs.values():
             d.mkdir(exist_ok=True)
-        return JobCgroup(dirs, self.version)
+        cgroup = JobCgroup(dirs, self.version)
+        cgroup.reset_oom()  # 0 unless the directory was left over
+        return cgroup
 
     def cleanup_stale(self) -> None:
         """Remove job cgroups left by a previous run of the server (after a crash)."""

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
-import signal
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,21 +41,31 @@ SPARE_RUNNERS = 1
 
 
 @dataclass
-class _Run:
-    proc: asyncio.subprocess.Process
+class Run:
+    """One running job, as LocalBackend's cancel/stop and ``supervise`` see it. A subclass
+    says how its processes are signalled; the cgroup, where there is one, gets the rest."""
     cgroup: JobCgroup | None
-    error: str | None = None
-    done: asyncio.Event = field(default_factory=asyncio.Event)
+    error: str | None = field(default=None, init=False)
+    done: asyncio.Event = field(default_factory=asyncio.Event, init=False)
 
     def kill(self, reason: str) -> None:
         if self.error is None:
             self.error = reason
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        self.sigkill()
         if self.cgroup is not None:
             self.cgroup.kill_all()
+
+    def sigkill(self) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class ColdRun(Run):
+    """A job in its own sandbox: bwrap started it in a new session."""
+    proc: asyncio.subprocess.Process
+
+    def sigkill(self) -> None:
+        core.kill_group(self.proc)
 
 
 def instance_name(data_dir) -> str:
@@ -69,7 +80,7 @@ class LocalBackend(Backend):
         self.config = config
         self.cgroups = CgroupManager(instance=instance_name(config.data_dir))
         self.sandbox: Sandbox | None = None
-        self._runs: dict[int, _Run] = {}
+        self._runs: dict[int, Run] = {}
         self._cleanups: set[asyncio.Future] = set()
         self.prlimit = shutil.which("prlimit", path="/usr/bin:/bin")
         self.warm = None  # a warm.WarmPool when python jobs run on warm runners
@@ -174,18 +185,13 @@ class LocalBackend(Backend):
         finally:
             for fd in fds.values():
                 os.close(fd)
-        run = _Run(proc, cgroup)
-        self._runs[spec.job_id] = run
-        try:
+        run = ColdRun(cgroup, proc)
+        with tracked(self._runs, spec.job_id, run):
             await self._release(run, spec, info_r, block_w)
-            if not await hooks.started():
-                run.kill(core.CANCELLED)  # cancelled between leaving the queue and starting
-            return await self._supervise(run, spec, hooks)
-        finally:
-            self._runs.pop(spec.job_id, None)
-            run.done.set()
+            return await supervise(run, spec, hooks, (proc.stdin, proc.stdout, proc.stderr),
+                                   proc.wait)
 
-    async def _release(self, run: _Run, spec: JobSpec, info_r: int, block_w: int) -> None:
+    async def _release(self, run: ColdRun, spec: JobSpec, info_r: int, block_w: int) -> None:
         """Put the sandboxed child into its cgroup and rlimits, then let it run the job."""
         loop = asyncio.get_running_loop()
         try:
@@ -203,28 +209,53 @@ class LocalBackend(Backend):
             os.close(info_r)
             os.close(block_w)
 
-    async def _supervise(self, run: _Run, spec: JobSpec, hooks: RunHooks) -> dict:
-        start = time.monotonic()
-        out, err = core.CappedBuffer(spec.output_cap), core.CappedBuffer(spec.output_cap)
-        tasks = [asyncio.ensure_future(_feed(run.proc.stdin, spec.input.encode("utf-8",
-                                                                                "surrogatepass"))),
-                 asyncio.ensure_future(_drain(run, run.proc.stdout, out, "stdout", hooks)),
-                 asyncio.ensure_future(_drain(run, run.proc.stderr, err, "stderr", hooks))]
-        try:
-            await asyncio.wait_for(run.proc.wait(), spec.timeout_s)
-        except TimeoutError:
-            run.kill(core.TIMEOUT)
-        try:
-            await asyncio.wait_for(run.proc.wait(), KILL_GRACE_S)
-            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), KILL_GRACE_S)
-        except TimeoutError:
-            log.warning("job %s: sandbox did not exit after SIGKILL", spec.job_id)
-        for task in tasks:
-            task.cancel()
-        error = run.error
-        if run.cgroup is not None and run.cgroup.oom_killed() and error in (None, core.TIMEOUT):
-            error = core.MEMORY
-        return core.make_result(out, err, run.proc.returncode, time.monotonic() - start, error)
+
+@contextlib.contextmanager
+def tracked(runs: dict[int, Run], job_id: int, run: Run):
+    """``run`` in LocalBackend's running jobs (for cancel and stop) while the block runs."""
+    runs[job_id] = run
+    try:
+        yield
+    finally:
+        runs.pop(job_id, None)
+        run.done.set()
+
+
+async def supervise(run: Run, spec: JobSpec, hooks: RunHooks, streams: tuple,
+                    exit_code: Callable[[], Awaitable[int | None]]) -> dict:
+    """Start a job that is ready to run: feed it its input, collect its output (``streams``:
+    its stdin, stdout, stderr), kill it on timeout, and make its result.
+
+    ``exit_code()`` waits for the job's exit code (None when there is none); if the job
+    has not exited KILL_GRACE_S after its kill, it is cancelled and the job ends without one.
+    """
+    if not await hooks.started():
+        run.kill(core.CANCELLED)  # cancelled between leaving the queue and starting
+    start = time.monotonic()
+    out, err = core.CappedBuffer(spec.output_cap), core.CappedBuffer(spec.output_cap)
+    tasks = [asyncio.ensure_future(_feed(streams[0], spec.input.encode("utf-8",
+                                                                      "surrogatepass"))),
+             asyncio.ensure_future(_drain(run, streams[1], out, "stdout", hooks)),
+             asyncio.ensure_future(_drain(run, streams[2], err, "stderr", hooks))]
+    exited = asyncio.ensure_future(exit_code())
+    done, _ = await asyncio.wait({exited}, timeout=spec.timeout_s)
+    if not done:
+        run.kill(core.TIMEOUT)
+        done, _ = await asyncio.wait({exited}, timeout=KILL_GRACE_S)
+    if not done:
+        log.warning("job %s: sandbox did not exit after SIGKILL", spec.job_id)
+        exited.cancel()
+        await asyncio.wait({exited})  # its clean-up (see WarmRunner._exit_code) runs now
+    _, pending = await asyncio.wait(tasks, timeout=KILL_GRACE_S)
+    if pending:
+        log.warning("job %s: output pipes still open after the job ended", spec.job_id)
+    for task in tasks:
+        task.cancel()
+    error = run.error
+    if run.cgroup is not None and run.cgroup.oom_killed() and error in (None, core.TIMEOUT):
+        error = core.MEMORY
+    returncode = None if exited.cancelled() else exited.result()
+    return core.make_result(out, err, returncode, time.monotonic() - start, error)
 
 
 def rlimit_argv(prlimit: str | None, spec: JobSpec, config, with_cgroup: bool) -> list[str]:
@@ -259,7 +290,7 @@ async def _feed(stream: asyncio.StreamWriter, data: bytes) -> None:
         stream.close()
 
 
-async def _drain(run: _Run, stream: asyncio.StreamReader, buf: core.CappedBuffer, name: str,
+async def _drain(run: Run, stream: asyncio.StreamReader, buf: core.CappedBuffer, name: str,
                  hooks: RunHooks) -> None:
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     while chunk := await stream.read(65536):

@@ -30,12 +30,14 @@ class Sandbox:
     extra_ro: tuple[str, ...]  # interpreter prefixes outside /usr
     tmp_size_mb: int
 
-    def argv(self, fds: dict[str, int], env: dict[str, str] | None = None) -> list[str]:
+    def argv(self, fds: dict[str, int], env: dict[str, str] | None = None,
+             caps: tuple[str, ...] = ()) -> list[str]:
         """bwrap options up to (not including) the command.
 
         ``fds`` may hold ``source`` (a file copied to /job/<name>), ``info`` and
         ``block`` (used to place the process into its cgroup before it runs) and
-        ``passwd``/``group`` (small files for /etc).
+        ``passwd``/``group`` (small files for /etc). ``caps`` are capabilities kept inside
+        the sandbox (a warm runner's; never a job's).
         """
         size = str(self.tmp_size_mb * 1024 * 1024)
         args = [self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns",
@@ -61,6 +63,7 @@ class Sandbox:
             args += ["--info-fd", str(fds["info"])]
         if "block" in fds:
             args += ["--block-fd", str(fds["block"])]
+        args += [a for cap in caps for a in ("--cap-add", cap)]
         return args + ["--"]
 
 

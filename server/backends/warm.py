@@ -9,19 +9,20 @@ it on timeout or cancel, and replaces a runner that dies or breaks its protocol.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
 import signal
 import socket
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..runner import core
 from .base import JobSpec, RunHooks
 from .cgroups import CgroupManager, JobCgroup, read_small
-from .local import _drain, _feed
+from .local import Run, supervise, tracked
 from .sandbox import GROUP, PASSWD, Sandbox, as_unprivileged, memfd, read_info
 
 log = logging.getLogger("orq.warm")
@@ -29,7 +30,6 @@ RUNNER_SOURCE = Path(__file__).resolve().parent.parent / "runner" / "warm.py"
 # what the runner needs inside its user namespace (never passed on to a job)
 RUNNER_CAPS = ("CAP_SYS_ADMIN", "CAP_SETPCAP")
 PROTOCOL_TIMEOUT_S = 10.0
-KILL_GRACE_S = 2.0
 BREAK_ENV = "_ORQ_WARM_WITHOUT_CAPS"  # test hook: start runners without their capabilities
 
 
@@ -87,24 +87,17 @@ class Channel:
 
 
 @dataclass
-class WarmRun:
-    """One job on a runner, as LocalBackend's cancel/stop see it."""
+class WarmRun(Run):
+    """One job on a runner."""
     pid: int  # host pid of the job's child; killing it collapses the job's PID namespace
-    cgroup: JobCgroup | None
-    error: str | None = None
-    exited: bool = False
-    done: asyncio.Event = field(default_factory=asyncio.Event)
+    exited: bool = field(default=False, init=False)
 
-    def kill(self, reason: str) -> None:
-        if self.error is None:
-            self.error = reason
+    def sigkill(self) -> None:
         if not self.exited:  # once reaped, the pid may belong to someone else
             try:
                 os.kill(self.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        if self.cgroup is not None:
-            self.cgroup.kill_all()
 
 
 class WarmRunner:
@@ -123,7 +116,7 @@ class WarmRunner:
     async def start(cls, sandbox: Sandbox, python: str, tmp_size: int) -> WarmRunner:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         info_r, info_w = os.pipe()
-        fds = {"/job/warm.py": memfd("warm", RUNNER_SOURCE.read_bytes()),
+        fds = {"/job/warm.py": memfd("warm", _runner_source()),
                "passwd": memfd("passwd", PASSWD.encode()), "group": memfd("group", GROUP.encode()),
                "info": info_w}
         argv = runner_argv(sandbox, fds) + [python, "-u", "/job/warm.py", str(theirs.fileno()),
@@ -160,10 +153,7 @@ class WarmRunner:
             raise RunnerBroken("cannot find the runner's host pid")
 
     def kill(self, release=None) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        core.kill_group(self.proc)
         self.chan.sock.close()
         self._drop_next(release)
 
@@ -193,7 +183,7 @@ class WarmRunner:
         init = children(pid)  # G forks the job: every job process starts in the cgroup;
         if len(init) != 1:    # C only waits, and is killed by pid
             raise RunnerBroken(f"job child {pid} has no init process")
-        if pool.cgroups is None or pool.cgroups.version is None:
+        if pool.cgroups.version is None:
             return pid, None
         cgroup = pool.cgroups.acquire(*pool.cgroup_defaults)
         if cgroup is None:
@@ -232,14 +222,8 @@ class WarmRunner:
             for fd in child_ends:
                 os.close(fd)
         streams = await _streams(*ours)
-        runs[spec.job_id] = run
-        try:
-            if not await hooks.started():
-                run.kill(core.CANCELLED)
-            return await self._supervise(run, spec, hooks, streams)
-        finally:
-            runs.pop(spec.job_id, None)
-            run.done.set()
+        with tracked(runs, spec.job_id, run):
+            return await supervise(run, spec, hooks, streams, lambda: self._exit_code(run))
 
     async def _claim(self, spec: JobSpec, pids: int) -> WarmRun:
         """Take the prepared job child (already in its cgroup) and give it the job's limits."""
@@ -256,43 +240,36 @@ class WarmRunner:
                 cgroup.remove()  # its limits may be half written: never reused
             raise RunnerBroken(f"the warm runner did not start job {spec.job_id}: {exc}") \
                 from exc
-        return WarmRun(pid, cgroup)
+        return WarmRun(cgroup, pid)
 
-    async def _supervise(self, run: WarmRun, spec: JobSpec, hooks: RunHooks, streams) -> dict:
-        start = time.monotonic()
-        out, err = core.CappedBuffer(spec.output_cap), core.CappedBuffer(spec.output_cap)
-        tasks = [asyncio.ensure_future(_feed(streams[0], spec.input.encode("utf-8",
-                                                                          "surrogatepass"))),
-                 asyncio.ensure_future(_drain(run, streams[1], out, "stdout", hooks)),
-                 asyncio.ensure_future(_drain(run, streams[2], err, "stderr", hooks))]
-        exit_task = asyncio.ensure_future(self.chan.recv())
-        done, _ = await asyncio.wait({exit_task}, timeout=spec.timeout_s)
-        if not done:
-            run.kill(core.TIMEOUT)
-            await asyncio.wait({exit_task}, timeout=KILL_GRACE_S)
-        returncode = None
-        if exit_task.done() and exit_task.exception() is None:
-            run.exited = True
-            returncode = int(exit_task.result().get("exit", -1))
-        else:
-            exit_task.cancel()
-            self.kill()  # no exit report: the runner is broken, and the job dies with it
-            run.error = run.error or "backend: the warm runner died"
-        await asyncio.wait(tasks, timeout=KILL_GRACE_S)
-        for task in tasks:
-            task.cancel()
-        error = run.error
-        if run.cgroup is not None and run.cgroup.oom_killed() and error in (None, core.TIMEOUT):
-            error = core.MEMORY
-        return core.make_result(out, err, returncode, time.monotonic() - start, error)
+    async def _exit_code(self, run: WarmRun) -> int | None:
+        """The job's exit code, which the runner reports once it reaped the job. Without
+        that report the runner is broken (it died or broke the protocol, or ``supervise``
+        gave up waiting after the kill): it is killed, and the job dies with it."""
+        try:
+            reply = await self.chan.recv()
+        except asyncio.CancelledError:
+            self._lost(run)
+            raise
+        except (RunnerBroken, OSError, ValueError):  # ValueError: not JSON
+            self._lost(run)
+            return None
+        run.exited = True
+        return int(reply.get("exit", -1))
+
+    def _lost(self, run: WarmRun) -> None:
+        self.kill()
+        run.error = run.error or "backend: the warm runner died"
+
+
+@functools.cache
+def _runner_source() -> bytes:
+    return RUNNER_SOURCE.read_bytes()
 
 
 def runner_argv(sandbox: Sandbox, fds: dict[str, int]) -> list[str]:
     """The cold sandbox's bwrap options, plus the capabilities the runner needs *inside* it."""
-    argv = sandbox.argv(fds)
-    assert argv[-1] == "--"
-    caps = [] if os.environ.get(BREAK_ENV) else [a for c in RUNNER_CAPS for a in ("--cap-add", c)]
-    return argv[:-1] + caps + ["--"]
+    return sandbox.argv(fds, caps=() if os.environ.get(BREAK_ENV) else RUNNER_CAPS)
 
 
 async def _log_stderr(runner: WarmRunner) -> None:
@@ -321,14 +298,15 @@ class WarmPool:
     it back (or has it replaced)."""
 
     def __init__(self, sandbox: Sandbox, python: str, size: int, tmp_size_mb: int,
-                 cgroups: CgroupManager | None = None, cgroup_defaults: tuple = (),
-                 release_cgroup=None) -> None:
+                 cgroups: CgroupManager, cgroup_defaults: tuple[int, float, int, int],
+                 release_cgroup: Callable[[JobCgroup], None]) -> None:
         self.sandbox, self.python, self.size = sandbox, python, size
-        # job cgroups: taken from the manager with default limits while a runner is idle,
-        # reconfigured for the job, and handed back through release_cgroup afterwards
+        # job cgroups: taken from the manager with default limits (memory_mb, cpus, pids,
+        # io_weight) while a runner is idle, reconfigured for the job, and handed back
+        # through release_cgroup afterwards
         self.cgroups, self.cgroup_defaults = cgroups, cgroup_defaults
-        self.release_cgroup = release_cgroup or (lambda cgroup: cgroup.remove())
-        self.pids = cgroup_defaults[2] if cgroup_defaults else 64
+        self.release_cgroup = release_cgroup
+        self.pids = cgroup_defaults[2]
         self.tmp_size = tmp_size_mb * 1024 * 1024
         self.idle: asyncio.Queue[WarmRunner | None] = asyncio.Queue()
         self.runners: set[WarmRunner] = set()
@@ -365,7 +343,7 @@ class WarmPool:
         try:
             result = await runner.execute(spec, RunHooks(started, lambda *_: None), {},
                                           {"core": 0, "nofile": 256}, self)
-            self._release(runner, True, reuse=False)
+            runner.prepare(self)
         except RunnerBroken as exc:
             await asyncio.sleep(0.1)  # let the runner's last words reach last_error
             await self.stop()
@@ -412,11 +390,10 @@ class WarmPool:
             self._release(runner, False)
         return None
 
-    def _release(self, runner: WarmRunner, healthy: bool, reuse: bool = True) -> None:
+    def _release(self, runner: WarmRunner, healthy: bool) -> None:
         if healthy:
             runner.prepare(self)
-            if reuse:
-                self.idle.put_nowait(runner)
+            self.idle.put_nowait(runner)
             return
         runner.kill(self.release_cgroup)
         self.runners.discard(runner)

@@ -213,6 +213,9 @@ class JobService:
             return  # cancelled or purged while it waited
         spec = JobSpec(job_id=job_id, uid=uid, language=job["language"], code=job["code"],
                        input=job["input"], output_cap=self.config.output_cap,
+                       version=job["version"], image=job["image"],
+                       image_digest=job["image_digest"],
+                       files=tuple((f["name"], f["content"]) for f in job.get("files") or ()),
                        **job["limits"])
         hooks = RunHooks(started=lambda: self._started(job_id),
                          output=lambda stream, data: self.bus.publish(

@@ -205,3 +205,35 @@ def test_a_page_stops_before_its_outputs_pass_the_budget(tmp_path):
     assert [cut for _, cut in pages] == [True] * (len(pages) - 1) + [False]
     assert [i for page, _ in pages for i in page] == sorted(ids, reverse=True)
     assert all(sum(1 for i in page if (i - ids[0]) % 2) == fits for page, _ in pages[:-1])
+
+
+def test_migration_2_keeps_jobs_and_never_reuses_an_id(tmp_path):
+    """A database of the first schema: its jobs survive the rebuild of the jobs table with
+    the new columns, and a purged newest job's id is not handed out again."""
+    import sqlite3
+
+    from server.store.db import MIGRATIONS
+    path = tmp_path / "orq.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(f"BEGIN; {MIGRATIONS[0]}; PRAGMA user_version=1; COMMIT;")
+    for n in range(3):
+        conn.execute("INSERT INTO jobs (uid, status, language, created_at, limits, code, input,"
+                     " result) VALUES (7, 'DONE', 'python', ?, '{}', 'print(1)', '', ?)",
+                     (NOW, f"out{n}"))
+    conn.execute("DELETE FROM jobs WHERE job_id = 3")
+    conn.commit()
+    conn.close()
+
+    async def scenario():
+        db, store = await _opened(path)
+        old = await store.get(2, with_source=True)
+        new = await store.insert(7, "c", "int main(){}", "", LIMITS, NOW, version="12.2.0",
+                                 image="gcc", image_digest="sha256:ab",
+                                 files=[{"name": "main.c", "content": "int main(){}"}])
+        await db.close()
+        return old, new
+    old, new = run(scenario())
+    assert (old["result"], old["image"], old["backend"], old["usage"]) == ("out1", "host",
+                                                                          "local", None)
+    assert new["job_id"] == 4
+    assert (new["version"], new["image"], new["image_digest"]) == ("12.2.0", "gcc", "sha256:ab")

@@ -18,6 +18,13 @@ class JobSpec:
     cpus: float
     io_weight: int
     output_cap: int
+    # SPEC section 9: the runtime version resolved at submit, the image (and the digest the
+    # job runs on), and a multi-file program ((name, content) pairs, entry point first;
+    # empty when ``code`` is the whole program)
+    version: str | None = None
+    image: str = "host"
+    image_digest: str = "host"
+    files: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass

@@ -59,6 +59,65 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX tokens_by_uid ON tokens(uid);
     """,
+    # 2: images, runtimes, bursting (SPEC sections 9 and 10). The jobs table is rebuilt so
+    # that its new small columns (runtime version, image name and digest, backend, usage,
+    # compile outcome) come before the big texts, as in 1; a multi-file program ("files",
+    # JSON) comes last. The AUTOINCREMENT sequence is carried over: ids are never reused.
+    """
+    CREATE TABLE jobs_v2 (
+        job_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        uid INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        language TEXT NOT NULL,
+        version TEXT,
+        image TEXT NOT NULL DEFAULT 'host',
+        image_digest TEXT NOT NULL DEFAULT 'host',
+        backend TEXT NOT NULL DEFAULT 'local',
+        exit_code INTEGER,
+        error TEXT,
+        created_at TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT,
+        duration_ms INTEGER,
+        limits TEXT NOT NULL,
+        truncated INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        usage TEXT,
+        compile TEXT,
+        result TEXT NOT NULL DEFAULT '',
+        stderr TEXT NOT NULL DEFAULT '',
+        code TEXT NOT NULL,
+        input TEXT NOT NULL,
+        files TEXT
+    );
+    INSERT INTO jobs_v2 (job_id, uid, status, language, exit_code, error, created_at,
+                         started_at, finished_at, duration_ms, limits, truncated, attempts,
+                         result, stderr, code, input)
+        SELECT job_id, uid, status, language, exit_code, error, created_at, started_at,
+               finished_at, duration_ms, limits, truncated, attempts, result, stderr, code,
+               input FROM jobs;
+    CREATE TEMP TABLE seq_v1 AS SELECT seq FROM sqlite_sequence WHERE name = 'jobs';
+    DROP TABLE jobs;
+    ALTER TABLE jobs_v2 RENAME TO jobs;
+    DELETE FROM sqlite_sequence WHERE name = 'jobs';
+    INSERT INTO sqlite_sequence (name, seq)
+        SELECT 'jobs', max(seq) FROM (SELECT seq FROM seq_v1
+                                      UNION ALL SELECT max(job_id) FROM jobs)
+        HAVING max(seq) IS NOT NULL;
+    DROP TABLE seq_v1;
+    CREATE INDEX jobs_by_uid ON jobs(uid, job_id);
+    CREATE INDEX jobs_by_status ON jobs(status, job_id);
+    CREATE INDEX jobs_by_uid_status ON jobs(uid, status, job_id);
+    CREATE INDEX jobs_by_digest_status ON jobs(image_digest, status);
+    CREATE TABLE images (
+        name TEXT PRIMARY KEY,
+        digest TEXT NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        source TEXT NOT NULL,
+        runtimes TEXT NOT NULL DEFAULT '[]'
+    );
+    """,
 ]
 
 

@@ -18,15 +18,25 @@ STATUSES = UNFINISHED + FINAL
 PAGE_TEXT_CHARS = 16 * 1024 * 1024
 
 # what every job object carries; code and input only where one job is read
-_SUMMARY = ("job_id, uid, status, language, exit_code, error, created_at, started_at,"
-            " finished_at, duration_ms, limits, truncated, attempts, result, stderr")
+_SUMMARY = ("job_id, uid, status, language, version, image, image_digest, backend, exit_code,"
+            " error, created_at, started_at, finished_at, duration_ms, limits, truncated,"
+            " attempts, usage, compile, result, stderr")
+_JSON_COLUMNS = ("limits", "usage", "compile", "files")
 
 
 def row_to_job(row: sqlite3.Row) -> dict[str, Any]:
     job = dict(row)
-    job["limits"] = json.loads(job["limits"])
+    for name in _JSON_COLUMNS:
+        if job.get(name) is not None:
+            job[name] = json.loads(job[name])
     job["truncated"] = bool(job["truncated"])
+    if "files" in job and job["files"] is None:
+        del job["files"]  # one-file jobs: "code" is the program
     return job
+
+
+def _json(value) -> str | None:
+    return None if value is None else json.dumps(value)
 
 
 def text_chars(job: dict | sqlite3.Row, fields: tuple[str, ...] = ("result", "stderr")) -> int:
@@ -74,12 +84,16 @@ class JobStore:
         self.final = FinalJobCache()  # for GET /jobs/<id>, the most frequent read
 
     async def insert(self, uid: int, language: str, code: str, input_text: str,
-                     limits: dict, created_at: str) -> dict:
+                     limits: dict, created_at: str, *, version: str | None = None,
+                     image: str = "host", image_digest: str = "host", backend: str = "local",
+                     files: list[dict] | None = None) -> dict:
         """Store a new WAITING job; returns it as clients see it."""
         rows = await self.db.write_returning(
-            "INSERT INTO jobs (uid, status, language, created_at, limits, code, input)"
-            f" VALUES (?, 'WAITING', ?, ?, ?, ?, ?) RETURNING {_SUMMARY}",
-            (uid, language, created_at, json.dumps(limits), code, input_text))
+            "INSERT INTO jobs (uid, status, language, version, image, image_digest, backend,"
+            " created_at, limits, code, input, files)"
+            f" VALUES (?, 'WAITING', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_SUMMARY}",
+            (uid, language, version, image, image_digest, backend, created_at,
+             json.dumps(limits), code, input_text, _json(files)))
         return row_to_job(rows[0])
 
     async def _update(self, sql: str, params: tuple) -> dict | None:
@@ -90,7 +104,7 @@ class JobStore:
     async def get(self, job_id: int, with_source: bool = False) -> dict | None:
         if with_source and (job := self.final.get(job_id)) is not None:
             return job
-        cols = _SUMMARY + (", code, input" if with_source else "")
+        cols = _SUMMARY + (", code, input, files" if with_source else "")
         row = await self.db.fetchone(f"SELECT {cols} FROM jobs WHERE job_id = ?", (job_id,))
         if row is None:
             return None
@@ -123,18 +137,22 @@ class JobStore:
         params.append(limit)
         return f"SELECT {_SUMMARY} FROM jobs{clause} ORDER BY job_id DESC LIMIT ?", params
 
-    async def mark_running(self, job_id: int, started_at: str) -> dict | None:
-        """WAITING -> RUNNING; the job, or None when it was no longer WAITING (cancelled)."""
+    async def mark_running(self, job_id: int, started_at: str,
+                           backend: str = "local") -> dict | None:
+        """WAITING -> RUNNING on ``backend``; the job, or None when it was no longer WAITING
+        (cancelled)."""
         return await self._update(
-            "UPDATE jobs SET status = 'RUNNING', started_at = ?, attempts = attempts + 1"
-            " WHERE job_id = ? AND status = 'WAITING'", (started_at, job_id))
+            "UPDATE jobs SET status = 'RUNNING', started_at = ?, backend = ?,"
+            " attempts = attempts + 1 WHERE job_id = ? AND status = 'WAITING'",
+            (started_at, backend, job_id))
 
     async def finish(self, job_id: int, status: str, fields: dict) -> dict | None:
         """Make an unfinished job final and return it; a final job is never touched again
         (then None)."""
         names = ("result", "stderr", "exit_code", "error", "duration_ms", "truncated",
-                 "finished_at")
+                 "finished_at", "usage", "compile")
         values = {n: fields.get(n) for n in names}
+        values["usage"], values["compile"] = _json(values["usage"]), _json(values["compile"])
         values["result"] = values["result"] or ""
         values["stderr"] = values["stderr"] or ""
         values["truncated"] = int(bool(values["truncated"]))

@@ -6,8 +6,10 @@ source "$(dirname "$0")/lib.sh"
 cd "$ORQ_ROOT"
 
 # bubblewrap: the sandbox; util-linux: prlimit; python3: the jobs' interpreter;
+# mmdebstrap, umoci, skopeo: images; busybox-static: the tests' offline OCI images;
 # chromium: dashboard tests; tmux: the shell's terminal test; wrk: benchmarks
-install_packages bubblewrap util-linux python3 chromium tmux wrk
+install_packages bubblewrap util-linux python3 mmdebstrap umoci skopeo busybox-static \
+  chromium tmux wrk
 ensure_venv ".[test]"
 
 say "ruff"

@@ -20,13 +20,17 @@ from tornado import httputil
 from . import __version__, timeutil
 from . import config as config_mod
 from .auth import Authenticator, AuthError
+from .backends import view
 from .backends.base import Backend, BackendUnavailable
 from .config import Config, ConfigError
 from .events import EventBus
 from .handlers.base import body_too_large
+from .images import cli as images_cli
+from .images.catalog import ImageCatalog
+from .images.store import ImageError, ImageFiles
 from .jobs import JobService
 from .routes import routes
-from .store import Database, JobStore, StoreError, TokenStore, UserStore
+from .store import Database, ImageRows, JobStore, StoreError, TokenStore, UserStore
 
 log = logging.getLogger("orq")
 HARD_BODY_LIMIT = 8 * 1024 * 1024  # beyond this tornado drops the connection itself
@@ -43,6 +47,7 @@ class App:
     bus: EventBus
     backend: Backend
     jobs: JobService
+    catalog: ImageCatalog
 
 
 def _log_request(handler: tornado.web.RequestHandler) -> None:
@@ -146,9 +151,28 @@ async def build(config: Config, backend: Backend | None = None) -> App:
     except BaseException:
         await db.close()
         raise
-    jobs = JobService(config, store, bus, backend)
+    catalog = await open_catalog(config, db, backend)
+    jobs = JobService(config, store, bus, backend, catalog)
     await jobs.recover()
-    return App(config, db, store, auth, bus, backend, jobs)
+    return App(config, db, store, auth, bus, backend, jobs, catalog)
+
+
+async def open_catalog(config: Config, db: Database, backend: Backend) -> ImageCatalog:
+    """The images this server runs jobs in; what a dead image command or a removed name left
+    in the store is cleaned first."""
+    files, rows = ImageFiles(config.data_dir), ImageRows(db)
+    with_images = backend.name == "local"
+    if with_images:
+        files.ensure()
+        for path in files.clean_tmp():
+            log.info("removed an unfinished image build: %s", path)
+        with files.locked():
+            for digest in files.collect(await rows.digests_in_use()):
+                log.info("removed image %s: no name or unfinished job uses it", digest)
+    catalog = ImageCatalog(rows, files, view.shared_dir(config.data_dir), backend.runtimes,
+                           timeutil.now(), with_images)
+    await catalog.refresh()
+    return catalog
 
 
 async def serve(config: Config) -> int:
@@ -202,6 +226,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     admin.add_argument("--uid", type=int, required=True)
     admin.add_argument("--password-stdin", action="store_true",
                        help="read the password from standard input")
+    image = sub.add_parser("image", help="build, import, pull, list or remove images")
+    images_cli.add_parsers(image, config_mod.add_arguments)
     return parser.parse_args(argv)
 
 
@@ -221,8 +247,12 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(create_admin(config, args.uid, _read_password(args.password_stdin)))
             print(f"admin uid {args.uid} is ready")
             return 0
+        if args.command == "image" or config.backend == "local":
+            view.expose(config.data_dir, "data")  # while the process is single-threaded
+        if args.command == "image":
+            return asyncio.run(images_cli.run(args, config))
         return asyncio.run(serve(config))
-    except (BackendUnavailable, StoreError, ConfigError, AuthError, OSError) as exc:
+    except (BackendUnavailable, StoreError, ConfigError, AuthError, ImageError, OSError) as exc:
         print(f"orq-server: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -121,7 +121,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one --flag per setting (defaults come from env, then the dataclass)."""
     for name, (_, help_text) in _OPTIONS.items():
         flag = "--" + name.replace("_", "-")
-        parser.add_argument(flag, dest=name, default=None, help=f"{help_text} (ORQ_{name.upper()})",
+        # SUPPRESS: a subcommand's parser must not reset what was given before the subcommand
+        parser.add_argument(flag, dest=name, default=argparse.SUPPRESS,
+                            help=f"{help_text} (ORQ_{name.upper()})",
                             choices=_CHOICES.get(name))
 
 

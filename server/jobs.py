@@ -10,7 +10,9 @@ from . import metrics, timeutil
 from .backends.base import Backend, BackendError, JobSpec, Retry, RunHooks
 from .config import Config
 from .events import EventBus
+from .images.catalog import ImageCatalog
 from .runner import core
+from .runtimes import HOST, Runtime
 from .store import FINAL, JobStore, StoreError
 
 log = logging.getLogger("orq.jobs")
@@ -94,8 +96,10 @@ class FairQueue:
 
 
 class JobService:
-    def __init__(self, config: Config, store: JobStore, bus: EventBus, backend: Backend) -> None:
+    def __init__(self, config: Config, store: JobStore, bus: EventBus, backend: Backend,
+                 catalog: ImageCatalog | None = None) -> None:
         self.config, self.store, self.bus, self.backend = config, store, bus, backend
+        self.catalog = catalog
         self.queue = FairQueue()
         self.running: dict[int, asyncio.Task] = {}
         self.unfinished: collections.Counter[int] = collections.Counter()  # per uid
@@ -129,7 +133,9 @@ class JobService:
     # -- requests -------------------------------------------------------------------
 
     async def submit(self, uid: int, code: str, input_text: str, language: str,
-                     limits: Limits) -> int:
+                     limits: Limits, runtime: Runtime | None = None) -> int:
+        """Queue a job; ``runtime`` is the one resolved from its language, version and image
+        (None: the host's, as before images)."""
         if self.unfinished[uid] >= self.config.max_unfinished_per_user:
             raise JobError(429, "quota_exceeded",
                            f"user {uid} already has {self.unfinished[uid]} unfinished jobs "
@@ -137,8 +143,11 @@ class JobService:
                            "wait for some to finish", retry_after=5)
         self.unfinished[uid] += 1  # reserved before the await: concurrent submits see it
         try:
+            placement = {} if runtime is None else {
+                "version": runtime.version, "image": runtime.image,
+                "image_digest": runtime.digest}
             job = await self.store.insert(uid, language, code, input_text,
-                                          limits.as_dict(), timeutil.now())
+                                          limits.as_dict(), timeutil.now(), **placement)
         except BaseException:
             self._release(uid)
             raise
@@ -211,10 +220,15 @@ class JobService:
         job = await self.store.get(job_id, with_source=True)
         if job is None or job["status"] != "WAITING":
             return  # cancelled or purged while it waited
+        try:
+            root, env = self._image(job["image_digest"])
+        except FileNotFoundError as exc:
+            await self._finish_durably(job_id, "ERROR", {"error": f"backend: {exc}"})
+            return
         spec = JobSpec(job_id=job_id, uid=uid, language=job["language"], code=job["code"],
                        input=job["input"], output_cap=self.config.output_cap,
                        version=job["version"], image=job["image"],
-                       image_digest=job["image_digest"],
+                       image_digest=job["image_digest"], root=root, env=env,
                        files=tuple((f["name"], f["content"]) for f in job.get("files") or ()),
                        **job["limits"])
         hooks = RunHooks(started=lambda: self._started(job_id),
@@ -236,6 +250,12 @@ class JobService:
             return  # cancel() already made it final
         fields = {**result, "result": result.get("stdout", ""), "finished_at": timeutil.now()}
         await self._finish_durably(job_id, status, fields)
+
+    def _image(self, digest: str) -> tuple[str | None, tuple]:
+        """Where the sandbox finds a job's image and what environment it has there."""
+        if digest == HOST or self.catalog is None:
+            return None, ()
+        return self.catalog.rootfs(digest), tuple(self.catalog.env(digest).items())
 
     async def _started(self, job_id: int) -> bool:
         job = await self.store.mark_running(job_id, timeutil.now())

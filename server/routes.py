@@ -4,6 +4,7 @@ from __future__ import annotations
 import tornado.web
 
 from .handlers.events import EventsHandler
+from .handlers.images import ImagesHandler, RuntimesHandler
 from .handlers.jobs import JobHandler, JobsHandler, UserJobsHandler
 from .handlers.ui import RootHandler, UiHandler
 from .handlers.users import (
@@ -24,6 +25,8 @@ def routes(app) -> list[tuple]:
         (r"/users/?", UsersHandler),
         (r"/users/([^/]+)/?", UserJobsHandler),
         (r"/auth/token/?", TokenHandler),
+        (r"/images/?", ImagesHandler),
+        (r"/runtimes/?", RuntimesHandler),
         (r"/ws/?", EventsHandler),
         (r"/healthz/?", HealthHandler),
         (r"/metrics/?", MetricsHandler),

@@ -108,6 +108,12 @@ class ApiClient:
     def cancel(self, job_id: int) -> dict:
         return self.request("DELETE", f"/jobs/{job_id}")
 
+    def images(self) -> list[dict]:
+        return self.request("GET", "/images")
+
+    def runtimes(self) -> list[dict]:
+        return self.request("GET", "/runtimes")
+
 
 class EventStream:
     """Live events from /ws. Iterating yields server events plus local

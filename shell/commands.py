@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from server.runtimes import RECIPES
+
 from . import output
 from .client import EXIT_AUTH, EXIT_JOB_FAILED, OrqError
 from .registry import Context, UsageError, arg, command
@@ -104,8 +106,13 @@ def read_source(path: str) -> str:
 
 
 def guess_language(path: str | None, code: str) -> str:
-    if (path or "").endswith((".sh", ".bash")) or code.startswith(("#!/bin/bash", "#!/bin/sh",
-                                                                    "#!/usr/bin/env bash")):
+    """The language of a file, from its extension (the server's recipe table), else its #!
+    line; python when nothing says otherwise."""
+    suffix = Path(path or "").suffix.lower()
+    for recipe in RECIPES:
+        if suffix and suffix in recipe.extensions:
+            return recipe.language
+    if code.startswith(("#!/bin/bash", "#!/bin/sh", "#!/usr/bin/env bash")):
         return "bash"
     return "python"
 
@@ -120,8 +127,9 @@ def job_request(args: argparse.Namespace, ctx: Context, code: str) -> dict:
     uid = args.uid if args.uid is not None else ctx.profile.get("uid", 0)
     body = {"uid": uid, "code": code, "input": text,
             "language": args.language or guess_language(args.file, code)}
-    if args.timeout is not None:
-        body["timeout"] = args.timeout
+    for field in ("version", "image", "timeout"):
+        if getattr(args, field) is not None:
+            body[field] = getattr(args, field)
     return body
 
 
@@ -130,8 +138,11 @@ SUBMIT_ARGS = (
         help="script to run, or - for stdin (in the shell: omit it to type the code)"),
     arg("--input", "-i", default=None, help="text for the script's stdin"),
     arg("--input-file", default=None, metavar="F", help="file for the script's stdin"),
-    arg("--language", "-l", choices=("python", "bash"), default=None,
-        help="python (default) or bash (guessed from a .sh name or #! line)"),
+    arg("--language", "-l", default=None,
+        help="a language of `get runtimes` (default: guessed from the file's extension or "
+             "#! line, else python)"),
+    arg("--version", default=None, help="the language's version, or a prefix (default newest)"),
+    arg("--image", default=None, help="the image to run in (see `get images`)"),
     arg("--timeout", type=float, default=None, help="seconds before the job is killed"),
     arg("--wait", "-w", action="store_true", help="wait and print the job's output"),
     UID,
@@ -185,6 +196,18 @@ def print_logs(ctx: Context, job: dict) -> None:
 def get_jobs(args: argparse.Namespace, ctx: Context) -> int:
     jobs = ctx.client().jobs(uid=args.uid, status=args.status, limit=args.limit)
     ctx.show(jobs, output.jobs_table)
+    return 0
+
+
+@command("get images", "list the images jobs can run in")
+def get_images(args: argparse.Namespace, ctx: Context) -> int:
+    ctx.show(ctx.client().images(), output.images_table)
+    return 0
+
+
+@command("get runtimes", "list the languages (and versions, images) jobs can use")
+def get_runtimes(args: argparse.Namespace, ctx: Context) -> int:
+    ctx.show(ctx.client().runtimes(), output.runtimes_table)
     return 0
 
 

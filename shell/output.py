@@ -42,15 +42,18 @@ def summary(job: dict) -> str:
 
 def job_row(job: dict) -> list[str]:
     exit_code = job.get("exit_code")
+    lang = str(job.get("language") or "python")
+    if job.get("image", "host") != "host":
+        lang += "@" + job["image"]
     return [str(job.get("job_id")), str(job.get("uid")), str(job.get("status")),
-            str(job.get("language") or "python"), "-" if exit_code is None else str(exit_code),
+            lang, "-" if exit_code is None else str(exit_code),
             duration(job), created(job), summary(job)]
 
 
-def table(rows: list[list[str]]) -> str:
-    """Left-aligned COLUMNS; the last column is cut to fit the terminal width."""
-    cells = [list(COLUMNS), *rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS) - 1)]
+def table(rows: list[list[str]], columns: tuple[str, ...] = COLUMNS) -> str:
+    """Left-aligned columns; the last column is cut to fit the terminal width."""
+    cells = [list(columns), *rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns) - 1)]
     room = max(10, terminal_width() - sum(w + 2 for w in widths))
     lines = []
     for row in cells:
@@ -65,8 +68,25 @@ def jobs_table(jobs: list[dict]) -> str:
     return table([job_row(j) for j in jobs])
 
 
-DETAIL_FIELDS = ("job_id", "uid", "status", "language", "exit_code", "error", "created_at",
-                 "started_at", "finished_at", "duration_ms", "attempts", "truncated", "limits")
+def images_table(images: list[dict]) -> str:
+    rows = [[i["name"], i["digest"][:19], f"{i['size_bytes'] / 1e6:.0f}MB",
+             i["created_at"].replace("T", " ")[:19],
+             " ".join(f"{r['language']}-{r['version']}" for r in i["runtimes"]) or "-"]
+            for i in images]
+    return table(rows, ("NAME", "DIGEST", "SIZE", "CREATED", "RUNTIMES"))
+
+
+def runtimes_table(runtimes: list[dict]) -> str:
+    if not runtimes:
+        return "No runtimes."
+    rows = [[r["language"], r["version"], r["image"], "yes" if r["compiled"] else "no",
+             ",".join(r["aliases"]) or "-"] for r in runtimes]
+    return table(rows, ("LANGUAGE", "VERSION", "IMAGE", "COMPILED", "ALIASES"))
+
+
+DETAIL_FIELDS = ("job_id", "uid", "status", "language", "version", "image", "image_digest",
+                 "backend", "exit_code", "error", "created_at", "started_at", "finished_at",
+                 "duration_ms", "attempts", "truncated", "limits", "usage")
 
 
 def job_detail(job: dict) -> str:

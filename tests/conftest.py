@@ -19,6 +19,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 FINAL = ("DONE", "ERROR", "CANCELLED")
+ORQ = str(BIN / "orq")
 
 
 def free_port() -> int:
@@ -173,6 +174,24 @@ def server_factory(tmp_path):
     yield make
     for srv in started:
         srv.kill()
+
+
+@pytest.fixture
+def orq(tmp_path):
+    """Run `orq ARGS...` with private XDG dirs; returns the CompletedProcess."""
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
+           "XDG_DATA_HOME": str(tmp_path / "data")}
+    for name in ("ORQ_SERVER", "ORQ_PASSWORD"):
+        env.pop(name, None)
+
+    def run(*args: str, server=None, stdin: str | None = None, extra: dict | None = None,
+            timeout: float = 90) -> subprocess.CompletedProcess:
+        argv = [ORQ, *(["--server", server.url] if server else []), *args]
+        return subprocess.run(argv, check=False, input=stdin, capture_output=True, text=True,
+                              env={**env, **(extra or {})}, timeout=timeout)
+    run.env = env
+    run.config = tmp_path / "cfg" / "orq"
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,8 @@ sends: ``GET /2015-03-31/functions/<name>`` (get_function) and
 from the built zip in a fresh process, like a Lambda execution environment, with fake
 AWS credentials in its environment. Test controls:
 ``POST /_fake/bounce {"count": N, "code": "TooManyRequestsException", "status": 429}``
-answers the next N invocations with that AWS error; ``POST /_fake/fail {"count": N}``
+answers the next N invocations with that AWS error (the server's ``{"probe": true}`` at start
+is answered but not counted); ``POST /_fake/fail {"count": N}``
 answers them with an unhandled function error; ``POST /_fake/state {"state": "Pending"}``;
 ``GET /_fake/stats``.
 """
@@ -88,7 +89,7 @@ class Fake:
             self.stats["max_running"] = max(self.stats["max_running"], self.stats["running"])
             return "run", n
 
-    def run(self, payload: bytes, n: int) -> dict:
+    def run(self, payload: bytes, n: int, job: bool = True) -> dict:
         """Invocation ``n`` (from take()) in a fresh process with its own tmp root."""
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **FAKE_CREDENTIALS,
                "ORQ_RUNNER_TMP": os.path.join(self.workdir, f"tmp-{n}")}
@@ -96,8 +97,9 @@ class Fake:
                               input=b"[" + payload + b"]", capture_output=True, env=env,
                               check=False)
         with self.lock:
-            self.stats["running"] -= 1
-            self.stats["completed"] += 1
+            if job:
+                self.stats["running"] -= 1
+                self.stats["completed"] += 1
         if proc.returncode != 0:
             return {"errorMessage": proc.stderr.decode(errors="replace")[-500:],
                     "errorType": "Runtime.ExitError"}
@@ -152,6 +154,10 @@ class Handler(BaseHTTPRequestHandler):
         name, rest = self.function_path()
         if name != fake.function or rest != "invocations":
             return self.aws_error(404, "ResourceNotFoundException", f"Function not found: {name}")
+        if json.loads(body or b"{}") == {"probe": True}:
+            # the server asking what the function runs (once, at start): not a job, so it is
+            # answered by the real handler but counted apart from the jobs' invocations
+            return self.reply(200, fake.run(body, 0, job=False)["result"])
         action, n = fake.take()
         if action == "bounce":
             return self.aws_error(fake.bounce.get("status", 429), fake.bounce["code"],

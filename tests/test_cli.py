@@ -2,36 +2,14 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import stat
 import subprocess
-import sys
 import time
-from pathlib import Path
 
-import pytest
+from conftest import ORQ
 
-ORQ = str(Path(sys.executable).parent / "orq")
 SLOW = "import time\nprint('first', flush=True)\ntime.sleep(1.5)\nprint('second')\n"
-
-
-@pytest.fixture
-def orq(tmp_path):
-    """Run `orq ARGS...` with private XDG dirs; returns the CompletedProcess."""
-    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
-           "XDG_DATA_HOME": str(tmp_path / "data")}
-    for name in ("ORQ_SERVER", "ORQ_PASSWORD"):
-        env.pop(name, None)
-
-    def run(*args: str, server=None, stdin: str | None = None, extra: dict | None = None,
-            timeout: float = 90) -> subprocess.CompletedProcess:
-        argv = [ORQ, *(["--server", server.url] if server else []), *args]
-        return subprocess.run(argv, check=False, input=stdin, capture_output=True, text=True,
-                              env={**env, **(extra or {})}, timeout=timeout)
-    run.env = env
-    run.config = tmp_path / "cfg" / "orq"
-    return run
 
 
 def no_traceback(proc: subprocess.CompletedProcess) -> None:

@@ -17,19 +17,26 @@ from pathlib import Path
 
 import pytest
 from conftest import OrqServer
+from images_support import DEBIAN, InImage, copy_data_dir, debian_template
 
 SECRET = "orq-hostile-secret-7c1e"  # in the server's environment; no job may see it
 HEALTH_P95_S = 0.5
 LATENCIES: dict[str, list[float]] = {}  # test id -> healthz latencies, for the report
 
 
-@pytest.fixture(scope="module", params=["true", "false"], ids=["warm", "cold"])
+@pytest.fixture(scope="module", params=["warm", "cold", "image"])
 def srv(request, tmp_path_factory):
+    """The same attacks on warm runners, cold sandboxes, and inside a Debian image."""
     data = tmp_path_factory.mktemp(f"hostile-{request.param}") / "data"
-    server = OrqServer(data, ["--auth", "open", "--warm", request.param],
-                       env={"ORQ_HOSTILE_SECRET": SECRET}).start()
-    warm = server.request("GET", "/healthz").json.get("warm")
-    assert warm in (None, request.param == "true"), server.log()  # really warm when asked
+    kind = OrqServer
+    if request.param == "image":
+        copy_data_dir(debian_template(*DEBIAN), data)
+        kind = InImage
+    warm = "true" if request.param == "warm" else "false"
+    server = kind(data, ["--auth", "open", "--warm", warm],
+                  env={"ORQ_HOSTILE_SECRET": SECRET}).start()
+    assert server.request("GET", "/healthz").json.get("warm") in (None, warm == "true"), \
+        server.log()  # really warm when asked
     yield server
     server.kill()
 
@@ -226,8 +233,10 @@ for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
 if SECRET in str(os.environ) or "ORQ_" in str(os.environ):
     print("LEAK environ")
 for path in (DATA, DATA + "/orq.db", "/root", "/home", "/etc/shadow", "/etc/ssh", "/proc/1/root/etc/shadow", "/sys/fs/cgroup"):
-    try:
-        print("LEAK", path, os.listdir(path) if os.path.isdir(path) else len(open(path, "rb").read()))
+    try:  # an image's own empty /home is no leak; anything in it, or a readable file, is
+        found = os.listdir(path) if os.path.isdir(path) else len(open(path, "rb").read())
+        if found or not os.path.isdir(path):
+            print("LEAK", path, found)
     except OSError:
         pass
 print("pids", len(seen), "uid", os.getuid(), os.geteuid())

@@ -177,3 +177,16 @@ def test_sigterm_does_not_wait_for_lambda(lambda_server, fake):
     assert srv.stop() == 0  # conftest kills it (-9) after 15 s
     assert time.monotonic() - began < 15
     assert fake.stats()["completed"] == 0
+
+
+def test_only_what_the_function_provides_exists(lambda_server, fake):
+    srv = lambda_server()
+    runtimes = srv.request("GET", "/runtimes").json
+    assert {r["language"] for r in runtimes} == {"python", "bash", "sh"}
+    assert {r["image"] for r in runtimes} == {"host"}
+    assert [i["name"] for i in srv.request("GET", "/images").json] == ["host"]
+    for fields, code in (({"image": "deb"}, "unknown_image"), ({"language": "c"},
+                                                               "unknown_language")):
+        resp = srv.request("POST", "/jobs", {"uid": 1, "code": "x", **fields})
+        assert (resp.status, resp.json["error"]["code"]) == (400, code), resp
+    assert srv.run("echo $0", language="sh")["result"].endswith("/main.sh\n")

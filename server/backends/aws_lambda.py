@@ -102,6 +102,7 @@ class LambdaBackend(Backend):
             raise BackendUnavailable(
                 f"Lambda function {self.function} is Failed ({conf.get('StateReason')}): "
                 f"redeploy it with scripts/deploy.sh lambda --function-name {self.function}")
+        self.runtimes = await in_thread(self._probe, conf)
         log.info("lambda backend ready: function %s in %s (%s), %d at once", self.function,
                  self.region, state, self.capacity)
 
@@ -133,6 +134,22 @@ class LambdaBackend(Backend):
                                      f"{code}: {message}") from exc
         except BotoCoreError as exc:
             raise BackendUnavailable(f"cannot reach AWS Lambda: {exc}") from exc
+
+    def _probe(self, conf: dict) -> list[dict]:
+        """In a worker thread: the runtimes the function provides, as its handler reports
+        them (a ``{"probe": true}`` event); else its configured python alone."""
+        try:
+            resp = self._client.invoke(FunctionName=self.function, Payload=b'{"probe": true}')
+            answer = json.loads(resp["Payload"].read())
+            if not resp.get("FunctionError") and isinstance(answer.get("runtimes"), list):
+                return answer["runtimes"]
+            reason = str(answer)[:200]
+        except (ClientError, BotoCoreError, ValueError, AttributeError) as exc:
+            reason = str(exc)
+        log.warning("cannot ask Lambda function %s for its runtimes (%s); offering its python",
+                    self.function, reason)
+        runtime = str(conf.get("Runtime") or "")
+        return [{"language": "python", "version": runtime.removeprefix("python") or "3"}]
 
     async def stop(self) -> None:
         """Lambda cannot stop in-flight invocations: stop waiting for them (their jobs stay

@@ -25,6 +25,10 @@ class JobSpec:
     image: str = "host"
     image_digest: str = "host"
     files: tuple[tuple[str, str], ...] = ()
+    # where the sandbox finds the image's root file system (None: the host's system) and the
+    # environment a job sees there (empty: the host's default)
+    root: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -60,6 +64,8 @@ class BackendUnavailable(Exception):
 
 class Backend(abc.ABC):
     name: str = "?"
+    # what the host image provides on this backend ([{"language", "version"}], set by start)
+    runtimes: list[dict] = []  # noqa: RUF012 - replaced, never mutated
 
     @property
     @abc.abstractmethod

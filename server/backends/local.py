@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..runner import core
+from ..runtimes import BY_LANGUAGE, host_recipes
 from .base import Backend, BackendError, BackendUnavailable, JobSpec, RunHooks
 from .cgroups import CgroupManager, JobCgroup
+from .probe import probe
 from .sandbox import (
     GROUP,
     PASSWD,
@@ -99,6 +101,9 @@ class LocalBackend(Backend):
                 None, self_test, self.sandbox, self.config.python)
         except SandboxUnavailable as exc:
             raise BackendUnavailable(str(exc)) from exc
+        self.runtimes = await asyncio.get_running_loop().run_in_executor(
+            None, probe, self.sandbox, None, core.job_env(),
+            host_recipes(self.config.python, self.config.bash))
         self.cgroups.detect()
         if self.prlimit is None:
             log.warning("prlimit(1) not found (Debian: util-linux); jobs run without rlimits")
@@ -146,7 +151,7 @@ class LocalBackend(Backend):
             run.kill(core.CANCELLED)
 
     async def run(self, spec: JobSpec, hooks: RunHooks) -> dict:
-        if spec.language == "python" and self.warm is not None:
+        if spec.language == "python" and spec.root is None and self.warm is not None:
             limits = rlimits(spec, self.config, self.cgroups.version is not None)
             result = await self.warm.run(spec, hooks, self._runs, limits)
             if result is not None:
@@ -166,15 +171,27 @@ class LocalBackend(Backend):
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
 
+    def command(self, spec: JobSpec) -> tuple[str, list[str]]:
+        """The job's source path in the sandbox and the command that runs it: the host's
+        configured interpreters, or the recipe's command in an image."""
+        if spec.root is None:
+            source = "/job/" + core.SOURCE_NAMES[spec.language]
+            return source, core.job_argv(spec.language, source, self.config.python,
+                                         self.config.bash)
+        recipe = BY_LANGUAGE[spec.language]
+        source = "/job/" + recipe.source
+        return source, [arg.format(main=source) for arg in recipe.run]
+
     async def _run(self, spec: JobSpec, hooks: RunHooks, cgroup: JobCgroup | None) -> dict:
-        source = "/job/" + core.SOURCE_NAMES[spec.language]
+        source, command = self.command(spec)
         fds = {source: memfd("source", spec.code.encode("utf-8", "surrogatepass")),
                "passwd": memfd("passwd", PASSWD.encode()), "group": memfd("group", GROUP.encode())}
         info_r, fds["info"] = os.pipe()
         fds["block"], block_w = os.pipe()
-        argv = (self.sandbox.argv(fds)
-                + rlimit_argv(self.prlimit, spec, self.config, cgroup is not None)
-                + core.job_argv(spec.language, source, self.config.python, self.config.bash))
+        # the rlimits are set on bwrap itself (lowering needs no privilege) and inherited by
+        # everything in the sandbox: an image need not have prlimit(1)
+        argv = (rlimit_argv(self.prlimit, spec, self.config, cgroup is not None)
+                + self.sandbox.argv(fds, dict(spec.env) or None, root=spec.root) + command)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -259,8 +276,8 @@ async def supervise(run: Run, spec: JobSpec, hooks: RunHooks, streams: tuple,
 
 
 def rlimit_argv(prlimit: str | None, spec: JobSpec, config, with_cgroup: bool) -> list[str]:
-    """A prlimit(1) prefix: rlimits set inside the sandbox, inherited by everything the job
-    starts (the server may lack CAP_SYS_RESOURCE, so it cannot set them from outside).
+    """A prlimit(1) prefix for bwrap: rlimits inherited by everything the job starts (the
+    server may lack CAP_SYS_RESOURCE, so it cannot raise them; lowering needs nothing).
     Memory and process counts come from the cgroup where there is one: RLIMIT_NPROC
     counts every process of the uid, not just this job's."""
     if prlimit is None:

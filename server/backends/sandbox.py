@@ -1,6 +1,7 @@
 """The bubblewrap command line that isolates one job (or one warm runner)."""
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -31,13 +32,14 @@ class Sandbox:
     tmp_size_mb: int
 
     def argv(self, fds: dict[str, int], env: dict[str, str] | None = None,
-             caps: tuple[str, ...] = ()) -> list[str]:
+             caps: tuple[str, ...] = (), root: str | None = None) -> list[str]:
         """bwrap options up to (not including) the command.
 
-        ``fds`` may hold ``source`` (a file copied to /job/<name>), ``info`` and
+        ``fds`` may hold ``/job/<name>`` entries (files copied into /job), ``info`` and
         ``block`` (used to place the process into its cgroup before it runs) and
         ``passwd``/``group`` (small files for /etc). ``caps`` are capabilities kept inside
-        the sandbox (a warm runner's; never a job's).
+        the sandbox (a warm runner's; never a job's). ``root`` is an image's root file
+        system to show instead of the host's system directories.
         """
         size = str(self.tmp_size_mb * 1024 * 1024)
         args = [self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns",
@@ -45,7 +47,10 @@ class Sandbox:
                 "--hostname", "orq", "--clearenv"]
         for key, value in (env or job_env()).items():
             args += ["--setenv", key, value]
-        args += _system_binds() + [a for p in self.extra_ro for a in ("--ro-bind", p, p)]
+        if root is None:
+            args += _system_binds() + [a for p in self.extra_ro for a in ("--ro-bind", p, p)]
+        else:
+            args += image_binds(root)
         args += ["--proc", "/proc", "--dev", "/dev",
                  "--size", size, "--tmpfs", "/tmp",
                  "--size", size, "--tmpfs", "/dev/shm",
@@ -80,6 +85,41 @@ def _system_binds() -> list[str]:
         if path.exists():
             args += ["--ro-bind", str(path), str(path)]
     return args
+
+
+# an image's top-level entries the sandbox provides itself (or that must stay hidden)
+IMAGE_SKIP = frozenset(("proc", "sys", "dev", "tmp", "job"))
+
+
+@functools.lru_cache(maxsize=256)
+def _image_binds(root: str) -> tuple[str, ...]:
+    args: list[str] = []
+    with os.scandir(root) as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            if entry.name in IMAGE_SKIP:
+                continue
+            dest = "/" + entry.name
+            if entry.is_symlink():
+                args += ["--symlink", os.readlink(entry.path), dest]
+            else:
+                args += ["--ro-bind", entry.path, dest]
+    return tuple(args)
+
+
+def image_binds(root: str) -> list[str]:
+    """An image's whole tree, read-only: each top-level entry bound (or its symlink made)
+    on bwrap's own root, so that /tmp, /job, /proc and /dev stay the sandbox's. Cached:
+    a stored image never changes."""
+    return list(_image_binds(root))
+
+
+def image_env(config_env: dict[str, str]) -> dict[str, str]:
+    """What a job in an image sees: the image's own variables (PATH, JAVA_HOME, ...) over a
+    plain default, with orq's HOME and TMPDIR (the private /tmp)."""
+    env = {**job_env(), "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+    env.update(config_env)
+    env.update(HOME="/tmp", TMPDIR="/tmp")
+    return env
 
 
 def interpreter_prefixes(*interpreters: str) -> tuple[str, ...]:

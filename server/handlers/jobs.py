@@ -5,7 +5,7 @@ import asyncio
 import urllib.parse
 
 from ..jobs import resolve_limits
-from ..runner.core import LANGUAGES
+from ..runtimes import ResolveError, Runtime
 from ..store import FINAL, STATUSES
 from .base import ApiError, BaseHandler, body_uid, parse_flag, parse_int
 
@@ -35,9 +35,8 @@ def parse_job_request(body: dict, config) -> dict:
     if len(input_text.encode("utf-8", "surrogatepass")) > MAX_INPUT:
         raise ApiError(413, "input_too_large", f"input is larger than {MAX_INPUT // 1024} KiB")
     language = _typed(body, "language", (str,), False, "a string") or "python"
-    if language not in LANGUAGES:
-        raise ApiError(400, "unknown_language",
-                       f"unknown language '{language}'; use one of: {', '.join(LANGUAGES)}")
+    version = _typed(body, "version", (str,), False, "a string")
+    image = _typed(body, "image", (str,), False, "a string")
     number = (int, float)
     limits = resolve_limits(
         config, timeout=_typed(body, "timeout", number, what="a number of seconds"),
@@ -46,7 +45,7 @@ def parse_job_request(body: dict, config) -> dict:
         io_weight=_typed(body, "io_weight", (int,), what="an integer between 10 and 1000"))
     password = _typed(body, "password", (str,), False, "a string")
     return {"uid": uid, "code": code, "input": input_text, "language": language,
-            "limits": limits, "password": password}
+            "version": version, "image": image, "limits": limits, "password": password}
 
 
 class JobListMixin:
@@ -89,14 +88,24 @@ class JobsHandler(JobListMixin, BaseHandler):
     async def post(self) -> None:
         req = parse_job_request(self.json_body(), self.app.config)
         await self._act_as(req["uid"], req["password"])
-        service = self.app.jobs
-        job_id = await service.submit(req["uid"], req["code"], req["input"], req["language"],
-                                      req["limits"])
+        runtime = await self._runtime(req["language"], req["version"], req["image"])
+        job_id = await self.app.jobs.submit(req["uid"], req["code"], req["input"],
+                                            runtime.language, req["limits"], runtime)
         if parse_flag(self.get_query_argument("wait", "false"), "wait"):
             self.send_json(await self._wait_final(job_id))
         else:
             self.set_header("Location", f"{self.request.path.rstrip('/')}/{job_id}")
             self.send_json({"job_id": job_id}, 201)
+
+    async def _runtime(self, language: str, version: str | None, image: str | None) -> Runtime:
+        """The runtime (and image) the job runs in (SPEC section 9), or the 400 that says why
+        there is none."""
+        catalog = self.app.catalog
+        await catalog.refresh()
+        try:
+            return catalog.index.resolve(language, version, image)
+        except ResolveError as exc:
+            raise ApiError(400, exc.code, str(exc)) from None
 
     async def _act_as(self, uid: int, password: str | None) -> None:
         if self.open_mode:

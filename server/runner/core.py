@@ -12,8 +12,8 @@ import signal
 import subprocess
 import time
 
-LANGUAGES = ("python", "bash")
-SOURCE_NAMES = {"python": "main.py", "bash": "main.sh"}
+LANGUAGES = ("python", "bash", "sh")
+SOURCE_NAMES = {"python": "main.py", "bash": "main.sh", "sh": "main.sh"}
 DEFAULT_OUTPUT_CAP = 1024 * 1024
 
 # reasons a job ended without a usable exit code (SPEC section 1, field "error")
@@ -31,6 +31,8 @@ def job_argv(language: str, source_path: str, python: str = "python3",
         return [python, "-u", source_path]
     if language == "bash":
         return [bash, source_path]
+    if language == "sh":
+        return ["/bin/sh", source_path]
     raise ValueError(f"unknown language: {language}")
 
 

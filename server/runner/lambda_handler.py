@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import resource
 import shutil
 import signal
 import stat
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,7 +47,10 @@ _tmp_keep: set[str] | None = None  # what the tmp root held when this environmen
 
 
 def handler(event: dict, context=None) -> dict:
-    """Run the job described by ``event``; return its result dict."""
+    """Run the job described by ``event``; return its result dict. The event
+    ``{"probe": true}`` asks instead which languages (and versions) this function runs."""
+    if isinstance(event, dict) and event.get("probe"):
+        return {"runtimes": runtimes()}
     job = _parse(event)
     root = os.environ.get(TMP_ROOT_ENV) or "/tmp"
     _prepare(root)
@@ -63,6 +68,19 @@ def handler(event: dict, context=None) -> dict:
         _reap_strays()
         _clean(root)
     return fit_response(result)
+
+
+def runtimes() -> list[dict]:
+    """[{"language", "version"}] of what jobs may use here: this python, bash, and sh."""
+    found = [{"language": "python", "version": platform.python_version()},
+             {"language": "sh", "version": "posix"}]
+    try:
+        out = subprocess.run([shutil.which("bash") or "/bin/bash", "-c", 'echo "$BASH_VERSION"'],
+                             capture_output=True, text=True, timeout=10, check=True).stdout
+        found.insert(1, {"language": "bash", "version": out.split("(")[0].strip()})
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return found
 
 
 def _parse(event) -> dict:

@@ -1,5 +1,6 @@
 """The only code that speaks SQL."""
 from .db import Database, StoreError
+from .images import ImageRows
 from .jobs import FINAL, STATUSES, UNFINISHED, JobStore
 from .users import TokenStore, UserExists, UserStore
 
@@ -8,6 +9,7 @@ __all__ = [
            "STATUSES",
            "UNFINISHED",
            "Database",
+           "ImageRows",
            "JobStore",
            "StoreError",
            "TokenStore",

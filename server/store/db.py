@@ -108,7 +108,6 @@ MIGRATIONS: list[str] = [
     CREATE INDEX jobs_by_uid ON jobs(uid, job_id);
     CREATE INDEX jobs_by_status ON jobs(status, job_id);
     CREATE INDEX jobs_by_uid_status ON jobs(uid, status, job_id);
-    CREATE INDEX jobs_by_digest_status ON jobs(image_digest, status);
     CREATE TABLE images (
         name TEXT PRIMARY KEY,
         digest TEXT NOT NULL,

@@ -1,0 +1,66 @@
+"""The running server's view of its images and runtimes, reloaded whenever an image command
+(another process) changed the store."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from ..backends.sandbox import image_env
+from ..runtimes import HOST, Runtime, RuntimeIndex
+from ..store import ImageRows
+from .store import ImageFiles
+
+
+class ImageCatalog:
+    """``host`` (built in, with the runtimes the backend provides there) and the stored images.
+
+    ``shared`` is where the sandbox user reaches the data dir's image store (see
+    backends/view.py); ``with_images`` is False where the backend cannot run images (Lambda).
+    """
+
+    def __init__(self, rows: ImageRows, files: ImageFiles, shared: Path,
+                 host_runtimes: list[dict], started_at: str, with_images: bool = True) -> None:
+        self.rows, self.files, self.shared = rows, files, shared
+        self.host = {"name": HOST, "digest": HOST, "size_bytes": 0, "created_at": started_at,
+                     "source": "the server's own system", "runtimes": host_runtimes}
+        self.with_images = with_images
+        self._images: dict[str, dict] = {}
+        self._generation: tuple | None = None
+        self.index = self._index()
+
+    async def refresh(self) -> None:
+        """Reload the catalogue if an image was added or removed since the last look (one
+        stat when nothing changed)."""
+        if not self.with_images:
+            return
+        generation = self.files.generation()
+        if generation == self._generation:
+            return
+        self._generation = generation  # before the read: a change during it reloads again
+        self._images = {image["name"]: image for image in await self.rows.all()}
+        self.index = self._index()
+
+    def _index(self) -> RuntimeIndex:
+        runtimes = [Runtime(r["language"], r["version"], image["name"], image["digest"],
+                            image["created_at"])
+                    for image in self.images() for r in image["runtimes"]]
+        return RuntimeIndex(runtimes, {image["name"] for image in self.images()})
+
+    def images(self) -> list[dict]:
+        """GET /images: host first, then by name."""
+        return [self.host, *sorted(self._images.values(), key=lambda i: i["name"])]
+
+    def rootfs(self, digest: str) -> str | None:
+        """The root file system a job on ``digest`` sees, as the sandbox reaches it (None:
+        the host's system); raises FileNotFoundError if that digest is gone."""
+        if digest == HOST:
+            return None
+        path = self.shared / "images" / "store" / digest.removeprefix("sha256:") / "rootfs"
+        if not path.is_dir():
+            raise FileNotFoundError(f"image {digest} is no longer stored")
+        return str(path)
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019 - one catalogue per process; digests never change
+    def env(self, digest: str) -> dict[str, str]:
+        """The environment of a job in that image."""
+        return image_env(self.files.env(digest))

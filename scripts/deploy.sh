@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Deploy orq.
-#   scripts/deploy.sh local  [--port P] [--data-dir D] [--host H] [orq-server flags...]
+#   scripts/deploy.sh local  [--port P] [--data-dir D] [--runtimes c,cpp,java,...] [orq-server flags...]
 #   scripts/deploy.sh lambda [--function-name NAME] [--region R] [--memory MB] [--package-only FILE.zip]
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -12,8 +12,23 @@ deploy_local() {
   # image tools (mmdebstrap: images from Debian packages; skopeo + umoci: container images)
   install_packages bubblewrap util-linux python3 mmdebstrap umoci skopeo
   ensure_venv "."
+  # --runtimes LIST: build the images those languages need first (a second run reuses them)
+  local args=() runtimes="" data_dir="${ORQ_DATA_DIR:-./data}"
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --runtimes) runtimes="${2:?--runtimes needs a list, e.g. c,cpp,java}"; shift 2 ;;
+      --runtimes=*) runtimes="${1#*=}"; shift ;;
+      --data-dir) data_dir="${2:?}"; args+=("$1" "$2"); shift 2 ;;
+      --data-dir=*) data_dir="${1#*=}"; args+=("$1"); shift ;;
+      *) args+=("$1"); shift ;;
+    esac
+  done
+  if [ -n "$runtimes" ]; then
+    say "building the images for: $runtimes"
+    "$VENV/bin/python" -m server.images.provision --runtimes "$runtimes" --data-dir "$data_dir"
+  fi
   say "starting orq-server (Ctrl+C or SIGTERM stops it)"
-  exec "$VENV/bin/orq-server" "$@"
+  exec "$VENV/bin/orq-server" "${args[@]}"
 }
 
 deploy_lambda() {

@@ -26,7 +26,7 @@ from .config import Config, ConfigError
 from .events import EventBus
 from .handlers.base import body_too_large
 from .images import cli as images_cli
-from .images.catalog import ImageCatalog
+from .images.catalog import ImageCatalog, reprobe
 from .images.store import ImageError, ImageFiles
 from .jobs import JobService
 from .routes import routes
@@ -169,6 +169,7 @@ async def open_catalog(config: Config, db: Database, backend: Backend) -> ImageC
         with files.locked():
             for digest in files.collect(await rows.digests_in_use()):
                 log.info("removed image %s: no name or unfinished job uses it", digest)
+            await reprobe(rows, files, view.shared_dir(config.data_dir), backend.sandbox)
     catalog = ImageCatalog(rows, files, view.shared_dir(config.data_dir), backend.runtimes,
                            timeutil.now(), with_images)
     await catalog.refresh()

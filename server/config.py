@@ -35,6 +35,8 @@ class Config:
     python: str = "/usr/bin/python3"  # interpreter for python jobs, inside the sandbox
     bash: str = "/bin/bash"
     warm: bool = True  # warm sandboxed runners (falls back to cold when unsupported)
+    compile_timeout_s: float = 10.0  # wall limit of a compiled language's compile step
+    compile_cache_mb: int = 1024  # compile results kept under the data dir (LRU beyond)
     # users and quotas
     max_unfinished_per_user: int = 1000
     token_ttl_s: int = 7 * 24 * 3600
@@ -77,6 +79,8 @@ _OPTIONS: dict[str, tuple[type, str]] = {
     "python": (str, "python interpreter used for jobs"),
     "bash": (str, "bash used for jobs"),
     "warm": (bool, "use warm sandboxed runners for python jobs"),
+    "compile_timeout_s": (float, "wall limit of a compile step in seconds"),
+    "compile_cache_mb": (int, "size of the compile cache under the data dir"),
     "max_unfinished_per_user": (int, "quota of unfinished jobs per user"),
     "token_ttl_s": (int, "lifetime of login tokens"),
     "metrics_public": (bool, "serve /metrics without admin credentials"),
@@ -153,5 +157,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError("port must be between 1 and 65535")
     if cfg.slots < 1:
         raise ConfigError("slots must be at least 1")
+    if cfg.compile_timeout_s <= 0 or cfg.compile_cache_mb < 0:
+        raise ConfigError("compile_timeout_s must be positive and compile_cache_mb >= 0")
     if not 10 <= cfg.io_weight <= 1000:
         raise ConfigError("io_weight must be between 10 and 1000")

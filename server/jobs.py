@@ -133,9 +133,13 @@ class JobService:
     # -- requests -------------------------------------------------------------------
 
     async def submit(self, uid: int, code: str, input_text: str, language: str,
-                     limits: Limits, runtime: Runtime | None = None) -> int:
+                     limits: Limits, runtime: Runtime | None = None,
+                     files: list[dict] | None = None) -> int:
         """Queue a job; ``runtime`` is the one resolved from its language, version and image
-        (None: the host's, as before images)."""
+        (None: the host's, as before images); ``files`` a multi-file program."""
+        if files and not self.backend.multi_file:
+            raise JobError(400, "unsupported", f"the {self.backend.name} backend runs one-file "
+                           "programs: send 'code'")
         if self.unfinished[uid] >= self.config.max_unfinished_per_user:
             raise JobError(429, "quota_exceeded",
                            f"user {uid} already has {self.unfinished[uid]} unfinished jobs "
@@ -147,7 +151,8 @@ class JobService:
                 "version": runtime.version, "image": runtime.image,
                 "image_digest": runtime.digest}
             job = await self.store.insert(uid, language, code, input_text,
-                                          limits.as_dict(), timeutil.now(), **placement)
+                                          limits.as_dict(), timeutil.now(), files=files,
+                                          **placement)
         except BaseException:
             self._release(uid)
             raise

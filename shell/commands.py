@@ -117,16 +117,38 @@ def guess_language(path: str | None, code: str) -> str:
     return "python"
 
 
-def job_request(args: argparse.Namespace, ctx: Context, code: str) -> dict:
+def read_program(paths: list[str]) -> tuple[str | None, list[dict] | None]:
+    """(code, None) for one file or -, (None, files) for several (named by their base names;
+    the first is the entry point)."""
+    if not paths:
+        raise UsageError("submit needs a FILE (or - to read the code from stdin)")
+    if len(paths) == 1:
+        return read_source(paths[0]), None
+    if "-" in paths:
+        raise UsageError("- (the code from stdin) cannot be combined with other files")
+    names = [Path(p).name for p in paths]
+    if len(set(names)) != len(names):
+        raise UsageError("two files have the same name; a job's files need distinct names")
+    return None, [{"name": n, "content": read_source(p)} for n, p in zip(names, paths)]
+
+
+def job_request(args: argparse.Namespace, ctx: Context, code: str | None,
+                files: list[dict] | None = None) -> dict:
     if args.input is not None and args.input_file is not None:
         raise UsageError("use --input or --input-file, not both")
-    if args.input_file == "-" and args.file == "-":
+    paths = args.file or []
+    if args.input_file == "-" and "-" in paths:
         raise UsageError("stdin cannot be both the code and the input")
     text = args.input if args.input is not None else (
         read_source(args.input_file) if args.input_file is not None else "")
     uid = args.uid if args.uid is not None else ctx.profile.get("uid", 0)
-    body = {"uid": uid, "code": code, "input": text,
-            "language": args.language or guess_language(args.file, code)}
+    first = code if files is None else files[0]["content"]
+    body = {"uid": uid, "input": text,
+            "language": args.language or guess_language(paths[0] if paths else None, first)}
+    if files is None:
+        body["code"] = code
+    else:
+        body["files"] = files
     for field in ("version", "image", "timeout"):
         if getattr(args, field) is not None:
             body[field] = getattr(args, field)
@@ -134,8 +156,9 @@ def job_request(args: argparse.Namespace, ctx: Context, code: str) -> dict:
 
 
 SUBMIT_ARGS = (
-    arg("file", metavar="FILE", nargs="?", default=None,
-        help="script to run, or - for stdin (in the shell: omit it to type the code)"),
+    arg("file", metavar="FILE", nargs="*", default=None,
+        help="the program: a file, or several (the first is the entry point, e.g. main.c "
+             "util.h), or - for stdin (in the shell: omit it to type the code)"),
     arg("--input", "-i", default=None, help="text for the script's stdin"),
     arg("--input-file", default=None, metavar="F", help="file for the script's stdin"),
     arg("--language", "-l", default=None,
@@ -149,14 +172,13 @@ SUBMIT_ARGS = (
 )
 
 
-@command("submit", "submit a script (FILE or - for stdin)", *SUBMIT_ARGS)
+@command("submit", "submit a program (FILE..., or - for stdin)", *SUBMIT_ARGS)
 def submit(args: argparse.Namespace, ctx: Context, code: str | None = None) -> int:
+    files = None
     if code is None:
-        if args.file is None:
-            raise UsageError("submit needs a FILE (or - to read the code from stdin)")
-        code = read_source(args.file)
+        code, files = read_program(args.file or [])
     client = ctx.client()
-    job_id = client.submit(job_request(args, ctx, code))["job_id"]
+    job_id = client.submit(job_request(args, ctx, code, files))["job_id"]
     if not args.wait:
         if ctx.output == "json":
             ctx.print(output.to_json({"job_id": job_id}))

@@ -11,8 +11,9 @@ from prompt_toolkit import PromptSession
 from prompt_toolkit.history import FileHistory, InMemoryHistory
 from prompt_toolkit.lexers import PygmentsLexer
 from prompt_toolkit.patch_stdout import patch_stdout
+from pygments.lexers import get_lexer_by_name
 from pygments.lexers.python import PythonLexer
-from pygments.lexers.shell import BashLexer
+from pygments.util import ClassNotFound
 
 from . import commands, output
 from .client import EXIT_AUTH, OrqError
@@ -163,11 +164,12 @@ class Shell:
     async def code_for(self, args: Any) -> str | None:
         """`submit` and `submit FILE` open a multi-line editor (FILE's text to start with)."""
         cmd = getattr(args, "handler", None)
-        if cmd is None or cmd.name != "submit" or args.file == "-":
-            return None
-        text = commands.read_source(args.file) if args.file else ""
-        language = args.language or commands.guess_language(args.file, text)
-        lexer = PygmentsLexer(BashLexer if language == "bash" else PythonLexer)
+        paths = getattr(args, "file", None) or []
+        if cmd is None or cmd.name != "submit" or len(paths) > 1 or "-" in paths:
+            return None  # several files or stdin: submitted as they are
+        text = commands.read_source(paths[0]) if paths else ""
+        language = args.language or commands.guess_language(paths[0] if paths else None, text)
+        lexer = PygmentsLexer(type(lexer_for(language)))
         code = await self.code_session.prompt_async(
             f"{language} code:\n", default=text, lexer=lexer)
         if not code.strip():
@@ -207,3 +209,10 @@ def run_shell(ctx: Context) -> int:
             return await Shell(ctx).run()
     return asyncio.run(main())
 
+
+def lexer_for(language: str):
+    """Pygments' lexer for a runtime's language (python's when it has none)."""
+    try:
+        return get_lexer_by_name(language)
+    except ClassNotFound:
+        return PythonLexer()

@@ -13,13 +13,18 @@ from pathlib import Path
 
 from conftest import OrqServer
 
+from server.runtimes import PROBES_KEY, RECIPES
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 CACHE = Path(os.environ.get("ORQ_TEST_CACHE") or Path.home() / ".cache" / "orq-tests")
 DEBIAN = ("deb", ["python3"])  # a small Debian image (bash and sh come with every Debian)
+# every runtime's packages in one image (built once, ~2 min; cached)
+LANGS = ("langs", sorted({p for r in RECIPES for p in r.packages}))
 BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static: one static binary, no libraries
-# what decides a built image's content: a change here builds the templates again
-BUILD_INPUTS = ("server/images/build.py", "server/images/store.py", "server/runtimes.py")
+# what decides a built image (its content, its catalogue row, its probed runtimes): a change
+# here builds the templates again
+BUILD_INPUTS = ("server/images/build.py", "server/images/store.py", "server/store/db.py")
 
 
 def sh(*argv: str | Path, **kw) -> subprocess.CompletedProcess:
@@ -87,7 +92,7 @@ def docker_archive(layout: Path, out: Path) -> Path:
 def debian_template(name: str, packages: list[str]) -> Path:
     """A data dir holding one image NAME built with mmdebstrap from these packages; built once
     and cached under CACHE (outside the checkout), keyed by its inputs."""
-    key = hashlib.sha256(" ".join([name, *sorted(packages)]).encode())
+    key = hashlib.sha256(" ".join([name, PROBES_KEY, *sorted(packages)]).encode())
     for rel in BUILD_INPUTS:
         key.update((REPO / rel).read_bytes())
     template = CACHE / f"{name}-{key.hexdigest()[:16]}"

@@ -65,6 +65,7 @@ def resolve_region(explicit: str | None = None) -> str | None:
 
 class LambdaBackend(Backend):
     name = "lambda"
+    multi_file = False  # the function's event carries one file of code
 
     def __init__(self, config) -> None:
         self.config = config

@@ -66,6 +66,7 @@ class Backend(abc.ABC):
     name: str = "?"
     # what the host image provides on this backend ([{"language", "version"}], set by start)
     runtimes: list[dict] = []  # noqa: RUF012 - replaced, never mutated
+    multi_file = True  # runs programs of several files (SPEC section 9, "files")
 
     @property
     @abc.abstractmethod

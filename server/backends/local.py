@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..runner import core
-from ..runtimes import BY_LANGUAGE, host_recipes
+from ..runtimes import BY_LANGUAGE, Recipe, command, host_recipes, program
 from .base import Backend, BackendError, BackendUnavailable, JobSpec, RunHooks
 from .cgroups import CgroupManager, JobCgroup
+from .compile import CompileCache, Compiler
 from .probe import probe
 from .sandbox import (
     GROUP,
@@ -31,6 +32,7 @@ from .sandbox import (
     read_info,
     self_test,
 )
+from .view import shared_dir
 
 log = logging.getLogger("orq.local")
 KILL_GRACE_S = 2.0  # after this, a job that ignored its kill is reported anyway
@@ -86,6 +88,12 @@ class LocalBackend(Backend):
         self._cleanups: set[asyncio.Future] = set()
         self.prlimit = shutil.which("prlimit", path="/usr/bin:/bin")
         self.warm = None  # a warm.WarmPool when python jobs run on warm runners
+        self._active: set[int] = set()  # compiled jobs between their compile and run
+        self._cancelled: set[int] = set()  # ... that were cancelled meanwhile
+        cache = CompileCache(Path(config.data_dir) / "cache",
+                             shared_dir(Path(config.data_dir)) / "cache",
+                             config.compile_cache_mb * 1024 * 1024)
+        self.compiler = Compiler(cache, self._contained, config.compile_timeout_s)
 
     @property
     def capacity(self) -> int:
@@ -104,6 +112,7 @@ class LocalBackend(Backend):
         self.runtimes = await asyncio.get_running_loop().run_in_executor(
             None, probe, self.sandbox, None, core.job_env(),
             host_recipes(self.config.python, self.config.bash))
+        self.compiler.cache.open()
         self.cgroups.detect()
         if self.prlimit is None:
             log.warning("prlimit(1) not found (Debian: util-linux); jobs run without rlimits")
@@ -146,20 +155,57 @@ class LocalBackend(Backend):
                 "warm": warm, "warm_replaced": self.warm.replaced if self.warm else 0}
 
     async def cancel(self, job_id: int) -> None:
+        if job_id in self._active:  # between its compile and its run, too
+            self._cancelled.add(job_id)
         run = self._runs.get(job_id)
         if run is not None:
             run.kill(core.CANCELLED)
 
     async def run(self, spec: JobSpec, hooks: RunHooks) -> dict:
-        if spec.language == "python" and spec.root is None and self.warm is not None:
+        if (spec.language == "python" and spec.root is None and not spec.files
+                and self.warm is not None):
             limits = rlimits(spec, self.config, self.cgroups.version is not None)
             result = await self.warm.run(spec, hooks, self._runs, limits)
             if result is not None:
                 return result
+        files, recipe = self.program(spec)
+        if spec.root is None or not recipe.compiled:
+            return await self._contained(spec, hooks, files, self.command(spec, files))
+        return await self._compile_and_run(spec, hooks, files, recipe)
+
+    async def _compile_and_run(self, spec: JobSpec, hooks: RunHooks,
+                               files: list[tuple[str, str]], recipe: Recipe) -> dict:
+        """Compile (or take the cached result), then run it with /build read-only. The job is
+        RUNNING from the start of the compile; a cancel stops either step."""
+        if not await hooks.started():
+            return {"error": core.CANCELLED}
+        self._active.add(spec.job_id)
+        going = RunHooks(started=lambda: self._still_going(spec.job_id), output=hooks.output)
+        try:
+            build = await self.compiler.build(spec, recipe, files, going)
+            if build.error is not None:
+                return build.result()
+            try:
+                result = await self._contained(spec, going, files,
+                                               self.command(spec, files, recipe),
+                                               ((build.build_dir, "/build", False),))
+            finally:
+                self.compiler.release(build)
+            return {**result, "compile": build.info}
+        finally:
+            self._active.discard(spec.job_id)
+            self._cancelled.discard(spec.job_id)
+
+    async def _still_going(self, job_id: int) -> bool:
+        return job_id not in self._cancelled
+
+    async def _contained(self, spec: JobSpec, hooks: RunHooks, files: list[tuple[str, str]],
+                         command: list[str], binds: tuple = ()) -> dict:
+        """Run one command in a fresh sandbox within a cgroup with the job's limits."""
         cgroup = self.cgroups.acquire(spec.memory_mb, spec.cpus, self.config.max_pids,
                                       spec.io_weight)
         try:
-            return await self._run(spec, hooks, cgroup)
+            return await self._run(spec, hooks, cgroup, files, command, binds)
         finally:
             if cgroup is not None:  # emptied (the job's processes are SIGKILLed) and reused
                 self._release_later(cgroup)
@@ -171,27 +217,38 @@ class LocalBackend(Backend):
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
 
-    def command(self, spec: JobSpec) -> tuple[str, list[str]]:
-        """The job's source path in the sandbox and the command that runs it: the host's
-        configured interpreters, or the recipe's command in an image."""
-        if spec.root is None:
-            source = "/job/" + core.SOURCE_NAMES[spec.language]
-            return source, core.job_argv(spec.language, source, self.config.python,
-                                         self.config.bash)
+    @staticmethod
+    def program(spec: JobSpec) -> tuple[list[tuple[str, str]], Recipe]:
+        """The job's files (entry point first) and its recipe."""
         recipe = BY_LANGUAGE[spec.language]
-        source = "/job/" + recipe.source
-        return source, [arg.format(main=source) for arg in recipe.run]
+        if spec.root is None and not spec.files:  # the host keeps its historic file names
+            return [(core.SOURCE_NAMES[spec.language], spec.code)], recipe
+        return program(recipe, spec.code, spec.files), recipe
 
-    async def _run(self, spec: JobSpec, hooks: RunHooks, cgroup: JobCgroup | None) -> dict:
-        source, command = self.command(spec)
-        fds = {source: memfd("source", spec.code.encode("utf-8", "surrogatepass")),
-               "passwd": memfd("passwd", PASSWD.encode()), "group": memfd("group", GROUP.encode())}
+    def command(self, spec: JobSpec, files: list[tuple[str, str]],
+                recipe: Recipe | None = None) -> list[str]:
+        """The command that runs the program: the host's configured interpreters, or the
+        recipe's run command in an image."""
+        if spec.root is None:
+            return core.job_argv(spec.language, f"/job/{files[0][0]}", self.config.python,
+                                 self.config.bash)
+        recipe = recipe or BY_LANGUAGE[spec.language]
+        return command(recipe.run, files, recipe, spec.memory_mb)
+
+    async def _run(self, spec: JobSpec, hooks: RunHooks, cgroup: JobCgroup | None,
+                   files: list[tuple[str, str]], command: list[str], binds: tuple) -> dict:
+        fds = {f"/job/{name}": memfd("source", content.encode("utf-8", "surrogatepass"))
+               for name, content in files}
+        fds.update(passwd=memfd("passwd", PASSWD.encode()), group=memfd("group", GROUP.encode()))
         info_r, fds["info"] = os.pipe()
         fds["block"], block_w = os.pipe()
         # the rlimits are set on bwrap itself (lowering needs no privilege) and inherited by
         # everything in the sandbox: an image need not have prlimit(1)
+        env = dict(spec.env) or None
+        if spec.root is not None and BY_LANGUAGE[spec.language].env:
+            env = {**(env or {}), **dict(BY_LANGUAGE[spec.language].env)}
         argv = (rlimit_argv(self.prlimit, spec, self.config, cgroup is not None)
-                + self.sandbox.argv(fds, dict(spec.env) or None, root=spec.root) + command)
+                + self.sandbox.argv(fds, env, root=spec.root, binds=binds) + command)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,

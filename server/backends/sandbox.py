@@ -32,14 +32,16 @@ class Sandbox:
     tmp_size_mb: int
 
     def argv(self, fds: dict[str, int], env: dict[str, str] | None = None,
-             caps: tuple[str, ...] = (), root: str | None = None) -> list[str]:
+             caps: tuple[str, ...] = (), root: str | None = None,
+             binds: tuple[tuple[str, str, bool], ...] = ()) -> list[str]:
         """bwrap options up to (not including) the command.
 
         ``fds`` may hold ``/job/<name>`` entries (files copied into /job), ``info`` and
         ``block`` (used to place the process into its cgroup before it runs) and
         ``passwd``/``group`` (small files for /etc). ``caps`` are capabilities kept inside
         the sandbox (a warm runner's; never a job's). ``root`` is an image's root file
-        system to show instead of the host's system directories.
+        system to show instead of the host's system directories. ``binds`` are extra
+        (source, destination, writable) directories, such as a compile's /build.
         """
         size = str(self.tmp_size_mb * 1024 * 1024)
         args = [self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns",
@@ -58,9 +60,16 @@ class Sandbox:
         for name, dest in (("passwd", "/etc/passwd"), ("group", "/etc/group")):
             if name in fds:
                 args += ["--ro-bind-data", str(fds[name]), dest]
+        made = {"/job"}
         for name, dest in fds.items():
             if name.startswith("/job/"):
+                for parent in reversed(Path(name).parents):  # a program's subdirectories
+                    if str(parent) not in made and str(parent) != "/":
+                        made.add(str(parent))
+                        args += ["--dir", str(parent)]
                 args += ["--ro-bind-data", str(dest), name]
+        for source, dest, writable in binds:
+            args += ["--bind" if writable else "--ro-bind", source, dest]
         # the root is bwrap's own tmpfs: without this a job could write /etc, /job or /
         # (uncapped, unlike /tmp); the /tmp and /dev/shm mounts stay writable
         args += ["--remount-ro", "/"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import urllib.parse
 
 from ..jobs import resolve_limits
@@ -12,6 +13,9 @@ from .base import ApiError, BaseHandler, body_uid, parse_flag, parse_int
 MAX_CODE = 256 * 1024
 MAX_INPUT = 1024 * 1024
 MAX_LIMIT = 10000
+MAX_FILES = 64
+# a relative path of plain components: no leading '/', no '.' or '..' component
+FILE_NAME = re.compile(r"[\w+-][\w.+-]*(?:/[\w+-][\w.+-]*)*", re.ASCII)
 
 
 def _typed(body: dict, name: str, kinds: tuple, required: bool = False, what: str = ""):
@@ -26,12 +30,48 @@ def _typed(body: dict, name: str, kinds: tuple, required: bool = False, what: st
     return value
 
 
+def parse_program(body: dict) -> tuple[str, list[dict] | None]:
+    """The program: ``code`` (one file), or ``files`` (entry point first; relative names
+    without '..', at most 64, all counted against the code size limit); (code, files)."""
+    code = _typed(body, "code", (str,), False, "a string")
+    files = body.get("files")
+    if files is None:
+        if code is None:
+            raise ApiError(400, "missing_field", "'code' (or 'files') is required")
+        files_out, size = None, len(code.encode("utf-8", "surrogatepass"))
+    else:
+        if code is not None:
+            raise ApiError(400, "invalid_field", "send 'code' or 'files', not both")
+        files_out, size = _files(files)
+        code = files_out[0]["content"]
+    if size > MAX_CODE:
+        raise ApiError(413, "code_too_large", f"code is larger than {MAX_CODE // 1024} KiB")
+    return code, files_out
+
+
+def _files(files) -> tuple[list[dict], int]:
+    if not isinstance(files, list) or not 1 <= len(files) <= MAX_FILES:
+        raise ApiError(400, "invalid_field", f"'files' must be a list of 1 to {MAX_FILES} files")
+    out, size = [], 0
+    for entry in files:
+        if not (isinstance(entry, dict) and isinstance(entry.get("name"), str)
+                and isinstance(entry.get("content"), str)):
+            raise ApiError(400, "invalid_field",
+                           "each file must be {\"name\": string, \"content\": string}")
+        name = entry["name"]
+        if len(name) > 255 or not FILE_NAME.fullmatch(name) or name in (f["name"] for f in out):
+            raise ApiError(400, "invalid_file_name", f"bad or repeated file name {name[:80]!r}: "
+                           "use relative names of letters, digits, '.', '_', '+', '-' and '/' "
+                           "(no '..')")
+        out.append({"name": name, "content": entry["content"]})
+        size += len(entry["content"].encode("utf-8", "surrogatepass"))
+    return out, size
+
+
 def parse_job_request(body: dict, config) -> dict:
     uid = body_uid(_typed(body, "uid", (int,), True, "an integer >= 0"))
-    code = _typed(body, "code", (str,), True, "a string")
+    code, files = parse_program(body)
     input_text = _typed(body, "input", (str,), False, "a string") or ""
-    if len(code.encode("utf-8", "surrogatepass")) > MAX_CODE:
-        raise ApiError(413, "code_too_large", f"code is larger than {MAX_CODE // 1024} KiB")
     if len(input_text.encode("utf-8", "surrogatepass")) > MAX_INPUT:
         raise ApiError(413, "input_too_large", f"input is larger than {MAX_INPUT // 1024} KiB")
     language = _typed(body, "language", (str,), False, "a string") or "python"
@@ -44,8 +84,9 @@ def parse_job_request(body: dict, config) -> dict:
         cpus=_typed(body, "cpus", number, what="a number"),
         io_weight=_typed(body, "io_weight", (int,), what="an integer between 10 and 1000"))
     password = _typed(body, "password", (str,), False, "a string")
-    return {"uid": uid, "code": code, "input": input_text, "language": language,
-            "version": version, "image": image, "limits": limits, "password": password}
+    return {"uid": uid, "code": code, "files": files, "input": input_text,
+            "language": language, "version": version, "image": image, "limits": limits,
+            "password": password}
 
 
 class JobListMixin:
@@ -90,7 +131,8 @@ class JobsHandler(JobListMixin, BaseHandler):
         await self._act_as(req["uid"], req["password"])
         runtime = await self._runtime(req["language"], req["version"], req["image"])
         job_id = await self.app.jobs.submit(req["uid"], req["code"], req["input"],
-                                            runtime.language, req["limits"], runtime)
+                                            runtime.language, req["limits"], runtime,
+                                            req["files"])
         if parse_flag(self.get_query_argument("wait", "false"), "wait"):
             self.send_json(await self._wait_final(job_id))
         else:

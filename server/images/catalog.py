@@ -2,13 +2,38 @@
 (another process) changed the store."""
 from __future__ import annotations
 
+import asyncio
 import functools
+import logging
 from pathlib import Path
 
-from ..backends.sandbox import image_env
-from ..runtimes import HOST, Runtime, RuntimeIndex
+from ..backends.probe import probe
+from ..backends.sandbox import Sandbox, image_env
+from ..runtimes import HOST, PROBES_KEY, Runtime, RuntimeIndex
 from ..store import ImageRows
 from .store import ImageFiles
+
+log = logging.getLogger("orq.images")
+
+
+def public(image: dict) -> dict:
+    """An image as GET /images shows it."""
+    return {k: v for k, v in image.items() if k != "probed"}
+
+
+async def reprobe(rows: ImageRows, files: ImageFiles, shared: Path, sandbox: Sandbox) -> None:
+    """Probe again the images whose runtimes were found with other recipes (an older orq)."""
+    loop = asyncio.get_running_loop()
+    for image in await rows.all():
+        if image["probed"] == PROBES_KEY:
+            continue
+        root = shared / "images" / "store" / image["digest"].removeprefix("sha256:") / "rootfs"
+        runtimes = await loop.run_in_executor(None, probe, sandbox, str(root),
+                                              image_env(files.env(image["digest"])))
+        await rows.set_runtimes(image["name"], image["digest"], runtimes, PROBES_KEY)
+        log.info("image %s: runtimes probed again for this version's recipes: %s",
+                 image["name"], ", ".join(f"{r['language']} {r['version']}" for r in runtimes))
+    files.changed()
 
 
 class ImageCatalog:
@@ -48,7 +73,8 @@ class ImageCatalog:
 
     def images(self) -> list[dict]:
         """GET /images: host first, then by name."""
-        return [self.host, *sorted(self._images.values(), key=lambda i: i["name"])]
+        return [self.host, *(public(i) for i in sorted(self._images.values(),
+                                                       key=lambda i: i["name"]))]
 
     def rootfs(self, digest: str) -> str | None:
         """The root file system a job on ``digest`` sees, as the sandbox reaches it (None:

@@ -12,8 +12,10 @@ from .. import timeutil
 from ..backends.probe import probe
 from ..backends.sandbox import Sandbox, SandboxUnavailable, find_bwrap, image_env
 from ..backends.view import shared_dir
+from ..runtimes import PROBES_KEY
 from ..store import Database, ImageRows
 from .build import build_rootfs, check_packages
+from .catalog import public
 from .oci import pull_source, source_of, unpack
 from .store import ImageError, ImageFiles, check_name, normalize
 
@@ -55,7 +57,7 @@ async def run(args: argparse.Namespace, config) -> int:
             return _list(await rows.all(), args.output)
         if command == "rm":
             return await _remove(rows, files, check_name(args.name))
-        return await _add(rows, files, config, check_name(args.name), _maker(args))
+        return await add_image(rows, files, config, check_name(args.name), _maker(args))
     finally:
         await db.close()
 
@@ -85,7 +87,7 @@ def _maker(args: argparse.Namespace) -> Maker:
     return pulled
 
 
-async def _add(rows: ImageRows, files: ImageFiles, config, name: str, make: Maker) -> int:
+async def add_image(rows: ImageRows, files: ImageFiles, config, name: str, make: Maker) -> int:
     with files.workspace() as work:
         say(f"image {name}: making the root file system")
         rootfs, env, source = make(work)
@@ -104,7 +106,7 @@ async def _add(rows: ImageRows, files: ImageFiles, config, name: str, make: Make
             digest, size = files.commit(work, rootfs, env)
             await rows.put({"name": name, "digest": digest, "size_bytes": size,
                             "created_at": timeutil.now(), "source": source,
-                            "runtimes": runtimes})
+                            "runtimes": runtimes, "probed": PROBES_KEY})
             files.collect(await rows.digests_in_use())
             files.changed()
     found = ", ".join(f"{r['language']} {r['version']}" for r in runtimes) or "none"
@@ -130,6 +132,7 @@ async def _remove(rows: ImageRows, files: ImageFiles, name: str) -> int:
 
 
 def _list(images: list[dict], output: str) -> int:
+    images = [public(i) for i in images]
     if output == "json":
         print(json.dumps(images, indent=2))
         return 0

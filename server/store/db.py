@@ -114,7 +114,8 @@ MIGRATIONS: list[str] = [
         size_bytes INTEGER NOT NULL,
         created_at TEXT NOT NULL,
         source TEXT NOT NULL,
-        runtimes TEXT NOT NULL DEFAULT '[]'
+        runtimes TEXT NOT NULL DEFAULT '[]',
+        probed TEXT NOT NULL DEFAULT ''
     );
     """,
 ]

@@ -6,7 +6,7 @@ import sqlite3
 
 from .db import Database
 
-_COLUMNS = "name, digest, size_bytes, created_at, source, runtimes"
+_COLUMNS = "name, digest, size_bytes, created_at, source, runtimes, probed"
 
 
 def _row(row: sqlite3.Row) -> dict:
@@ -30,9 +30,15 @@ class ImageRows:
     async def put(self, image: dict) -> None:
         """Add the name, or point it at a new digest (the old digest stays for its jobs)."""
         await self.db.write(
-            f"INSERT OR REPLACE INTO images ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO images ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (image["name"], image["digest"], image["size_bytes"], image["created_at"],
-             image["source"], json.dumps(image["runtimes"])))
+             image["source"], json.dumps(image["runtimes"]), image["probed"]))
+
+    async def set_runtimes(self, name: str, digest: str, runtimes: list[dict],
+                           probed: str) -> None:
+        """New probe results for an image (unless the name moved to another digest)."""
+        await self.db.write("UPDATE images SET runtimes = ?, probed = ? WHERE name = ?"
+                            " AND digest = ?", (json.dumps(runtimes), probed, name, digest))
 
     async def delete(self, name: str) -> bool:
         return await self.db.write("DELETE FROM images WHERE name = ?", (name,)) == 1

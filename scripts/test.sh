@@ -5,9 +5,12 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ORQ_ROOT"
 
-# bubblewrap: the sandbox; util-linux: prlimit; python3: the jobs' interpreter;
+# bubblewrap: the sandbox; util-linux: prlimit (and unshare, mount and git: the installed
+# wheel's test hides the checkout and lists its files); python3: the jobs' interpreter;
 # chromium: dashboard tests; tmux: the shell's terminal test; wrk: benchmarks
-install_packages bubblewrap util-linux python3 chromium tmux wrk
+install_packages bubblewrap util-linux mount git python3 chromium tmux wrk
+# the test extra also brings build (the wheel and sdist), openapi-python-client and
+# schemathesis (the OpenAPI document judged by outside tools)
 ensure_venv ".[test]"
 
 say "ruff"

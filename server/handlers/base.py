@@ -46,11 +46,12 @@ class ApiError(tornado.web.HTTPError):
 
 
 def parse_flag(value: str, name: str) -> bool:
-    """?wait=true and friends: a typo is a 400, never silently the other meaning."""
+    """?wait=true and friends, an OpenAPI boolean (any case; 1 and 0 as HTML forms and many
+    clients send them): a typo, or anything else, is a 400, never silently the other meaning."""
     text = value.strip().lower()
-    if text in ("true", "1", "yes", ""):
+    if text in ("true", "1"):
         return True
-    if text in ("false", "0", "no"):
+    if text in ("false", "0"):
         return False
     raise ApiError(400, "invalid_parameter", f"{name} must be true or false")
 

@@ -15,6 +15,7 @@ from openapi_spec_validator import validate
 from server import openapi
 from server.config import Config
 from server.routes import routes
+from server.runtimes import RECIPES
 
 DOC = openapi.template()
 METHODS = ("get", "post", "put", "patch", "delete", "head", "options")
@@ -35,7 +36,35 @@ def test_shipped_file_is_the_document_of_a_default_server() -> None:
 def test_served_document_is_filled_in_from_the_config(open_server) -> None:
     resp = open_server.request("GET", "/openapi.json")
     assert resp.status == 200 and resp.headers["Content-Type"].startswith("application/json")
-    assert resp.json == openapi.document(Config(auth="open"))
+    served, runtimes = resp.json, open_server.request("GET", "/runtimes").json
+    request = served["components"]["schemas"]["JobRequest"]
+    assert request.pop("not")  # the runtimes of this server (next test)
+    for name in ("language", "version", "image"):
+        del request["properties"][name]["enum"]
+    expected = openapi.document(Config(auth="open"))
+    assert served == expected
+    assert {r["language"] for r in runtimes} == {"python", "bash", "sh"}
+
+
+def test_served_runtime_choice_is_exactly_what_resolves(open_server) -> None:
+    """Every language, version and image combination the document allows is accepted, and
+    the ones it leaves out (a version of another language) are refused."""
+    request = open_server.request("GET", "/openapi.json").json["components"]["schemas"][
+        "JobRequest"]
+    validator = OAS30Validator(request)
+    props = request["properties"]
+    for language in props["language"]["enum"]:
+        for version in props["version"]["enum"]:
+            for image in props["image"]["enum"]:
+                body = {"uid": 1, "code": "", "language": language, "version": version,
+                        "image": image}
+                status = open_server.request("POST", "/jobs", body).status
+                assert (status == 201) == validator.is_valid(body), (body, status)
+
+
+def test_job_languages_are_the_recipe_tables() -> None:
+    assert DOC["components"]["schemas"]["Job"]["properties"]["language"]["enum"] == \
+        [r.language for r in RECIPES]
 
 
 def test_served_limits_are_the_enforced_ones(server_factory) -> None:

@@ -73,8 +73,10 @@ class OpenApiHandler(BaseHandler):
     async def prepare(self) -> None:
         pass
 
-    def get(self) -> None:
-        self.finish(openapi.served(self.app.config))
+    async def get(self) -> None:
+        catalog = self.app.catalog
+        await catalog.refresh()
+        self.finish(openapi.served(self.app.config, tuple(catalog.index.runtimes)))
 
 
 class NotFoundHandler(BaseHandler):

@@ -220,6 +220,7 @@ def _read_password(from_stdin: bool) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="orq-server", description="Run the orq job server.")
+    parser.add_argument("--version", action="version", version=f"orq-server {__version__}")
     config_mod.add_arguments(parser)
     sub = parser.add_subparsers(dest="command")
     admin = sub.add_parser("create-admin", help="create an admin user (or reset one's password)")

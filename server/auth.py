@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import hashlib
 import hmac
@@ -16,7 +17,8 @@ from .store import TokenStore, UserStore
 
 BCRYPT_COST = 12
 MIN_PASSWORD = 8
-MAX_PASSWORD_BYTES = 72  # bcrypt reads no further (and bcrypt >= 4.1 raises beyond it)
+MAX_PASSWORD = 72  # characters, as the OpenAPI document counts them
+BCRYPT_BYTES = 72  # bcrypt reads no further (and bcrypt >= 4.1 raises beyond it)
 CACHE_TTL_S = 60.0
 FAIL_WINDOW_S = 60.0
 FAIL_LIMIT_UID = 5  # failures per uid per window before 429
@@ -35,14 +37,23 @@ class AuthError(Exception):
         self.status, self.code, self.retry_after = status, code, retry_after
 
 
+def _bcrypt_input(password: str) -> bytes:
+    """Its UTF-8 bytes; beyond what bcrypt reads, their SHA-256 behind a 0xff byte, which no
+    UTF-8 text holds, so no typed password equals it (and hashes made before are unchanged)."""
+    raw = password.encode()
+    if len(raw) <= BCRYPT_BYTES:
+        return raw
+    return b"\xff" + base64.b64encode(hashlib.sha256(raw).digest())
+
+
 def _hash_password(password: str) -> str:
-    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(BCRYPT_COST)).decode()
+    return bcrypt.hashpw(_bcrypt_input(password), bcrypt.gensalt(BCRYPT_COST)).decode()
 
 
 def _check_password(password: str, hashed: str) -> bool:
-    if len(password.encode()) > MAX_PASSWORD_BYTES:
+    if len(password) > MAX_PASSWORD:
         return False  # no such password can have been registered
-    return bcrypt.checkpw(password.encode(), hashed.encode())
+    return bcrypt.checkpw(_bcrypt_input(password), hashed.encode())
 
 
 def check_password_rules(password) -> None:
@@ -51,9 +62,9 @@ def check_password_rules(password) -> None:
     if len(password) < MIN_PASSWORD:
         raise AuthError(400, "invalid_password",
                         f"password must be at least {MIN_PASSWORD} characters long")
-    if len(password.encode()) > MAX_PASSWORD_BYTES:
+    if len(password) > MAX_PASSWORD:
         raise AuthError(400, "invalid_password",
-                        f"password must be at most {MAX_PASSWORD_BYTES} bytes of UTF-8")
+                        f"password must be at most {MAX_PASSWORD} characters long")
 
 
 class Throttle:

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from . import package_files
 
 
 def _default_slots() -> int:
@@ -46,7 +46,7 @@ class Config:
     lambda_concurrency: int = 100
     lambda_region: str | None = None
     # web
-    static_dir: Path = REPO_ROOT / "static"
+    static_dir: Path = field(default_factory=lambda: package_files.directory(package_files.DASHBOARD))
     allowed_origins: tuple[str, ...] = ()  # extra browser origins allowed on /ws
     trust_proxy: bool = False  # take the client address and scheme from X-Forwarded-* headers
     max_body_bytes: int = 2 * 1024 * 1024

@@ -19,10 +19,10 @@ from pathlib import Path
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from . import package_files
 from .backends.aws_lambda import aws_error, resolve_region
 from .config import Config
 
-RUNNER_DIR = Path(__file__).resolve().parent / "runner"
 ZIP_FILES = ("lambda_handler.py", "core.py")  # the same files the server uses
 HANDLER = "lambda_handler.handler"
 RUNTIME = "python3.12"
@@ -46,7 +46,7 @@ def build_zip() -> bytes:
             info = zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0))
             info.external_attr = 0o644 << 16  # Lambda's runtime user must read it
             info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, (RUNNER_DIR / name).read_bytes())
+            zf.writestr(info, package_files.read(package_files.RUNNER, name))
     return buf.getvalue()
 
 

@@ -6,6 +6,7 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import metadata
 from typing import Any, TextIO
 
 from . import output
@@ -116,6 +117,7 @@ def add_common(parser: argparse.ArgumentParser, top: bool) -> None:
 def build_parser(prog: str = "orq") -> Parser:
     parser = Parser(prog=prog, description="orq: run short scripts on an orq server.")
     add_common(parser, top=True)
+    parser.add_argument("--version", action="version", version=f"orq {metadata.version('orq')}")
     subs = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     groups: dict[str, argparse._SubParsersAction] = {}
     for cmd in COMMANDS.values():

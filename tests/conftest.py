@@ -42,6 +42,7 @@ class Response:
 
 class OrqServer:
     """One orq-server subprocess; restartable on the same data dir."""
+    command: tuple[str, ...] = (str(BIN / "orq-server"),)  # test_package.py: an installed one
 
     def __init__(self, data_dir: Path, args: list[str], env: dict | None = None) -> None:
         self.data_dir, self.args, self.env = data_dir, list(args), env or {}
@@ -54,7 +55,7 @@ class OrqServer:
         env = {**os.environ, **self.env}
         with open(self.log_path, "ab") as log:  # the child keeps its own copy of the fd
             self.proc = subprocess.Popen(
-                [str(BIN / "orq-server"), "--port", str(self.port), "--data-dir",
+                [*self.command, "--port", str(self.port), "--data-dir",
                  str(self.data_dir), *self.args], stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -123,7 +124,7 @@ class OrqServer:
         return resp.json["token"]
 
     def create_admin(self, uid: int, password: str = "admin-password") -> tuple[int, str]:
-        subprocess.run([str(BIN / "orq-server"), "create-admin", "--uid", str(uid),
+        subprocess.run([*self.command, "create-admin", "--uid", str(uid),
                         "--data-dir", str(self.data_dir), "--password-stdin"],
                        input=password + "\n", text=True, check=True, capture_output=True)
         return uid, password

@@ -26,6 +26,22 @@ def test_register_rules(auth_server):
         assert resp.status == 400, (body, resp)
 
 
+def test_password_length_counts_characters(auth_server):
+    """8 to 72 characters, as the OpenAPI document says, whatever their UTF-8 length: bcrypt
+    reads 72 bytes, so a longer encoding is hashed as its SHA-256 (behind a 0xff byte)."""
+    long_pw = "\u00e9\u732b\U0001f512" * 24  # 72 characters, 216 bytes of UTF-8
+    uid, pw = new_user(auth_server, long_pw)
+    assert auth_server.request("GET", "/jobs", auth=(uid, pw)).status == 200
+    for wrong in (pw[:-1] + "x", pw[:24]):  # bcrypt alone would see only the first 72 bytes
+        assert auth_server.request("GET", "/jobs", auth=(uid, wrong)).status == 401
+    token = auth_server.request("POST", "/auth/token", {"uid": uid, "password": pw})
+    assert token.status == 200, token
+    too_long = auth_server.request("POST", "/users", {"uid": next(_uids), "password": pw + "a"})
+    assert too_long.status == 400 and too_long.json["error"]["code"] == "invalid_password"
+    ascii_uid, _ = new_user(auth_server, "a" * 72)  # hashes made as before keep working
+    assert auth_server.request("GET", "/jobs", auth=(ascii_uid, "a" * 72)).status == 200
+
+
 def test_anonymous_requests_get_401_with_challenge(auth_server):
     for method, path, body in (("GET", "/jobs", None), ("GET", "/", None),
                                ("GET", "/jobs/1", None), ("GET", "/users/1", None),

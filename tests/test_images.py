@@ -20,6 +20,7 @@ from images_support import (
     image_cmd,
     oci_archive,
 )
+from openapi_schema_validator import OAS30Validator
 from test_hostile import wait_gone
 from test_ws import connect
 
@@ -236,3 +237,18 @@ def test_cli_lists_images_and_runs_a_file_in_one(srv, orq, tmp_path):
     assert (proc.returncode, proc.stdout) == (0, "marker one\n"), proc
     proc = orq("submit", str(script), "--image", "nope", "--wait", server=srv)
     assert proc.returncode == 2 and "there is no image 'nope'" in proc.stderr, proc
+
+
+def test_served_document_allows_exactly_the_combinations_that_resolve(srv):
+    """With several images, each language/version/image the document allows is accepted and
+    each it leaves out is refused (the runtime part of the OpenAPI document)."""
+    request = srv.request("GET", "/openapi.json").json["components"]["schemas"]["JobRequest"]
+    validator, props = OAS30Validator(request), request["properties"]
+    assert {"deb", "bb", "host", None} <= set(props["image"]["enum"])
+    for language in props["language"]["enum"]:
+        for version in props["version"]["enum"]:
+            for image in props["image"]["enum"]:
+                body = {"uid": 1, "code": "", "language": language, "version": version,
+                        "image": image}
+                status = srv.request("POST", "/jobs", body).status
+                assert (status == 201) == validator.is_valid(body), (body, status)

@@ -17,8 +17,8 @@ import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from .. import package_files
 from ..runner import core
 from .base import JobSpec, RunHooks
 from .cgroups import CgroupManager, JobCgroup, read_small
@@ -26,7 +26,6 @@ from .local import Run, supervise, tracked
 from .sandbox import GROUP, PASSWD, Sandbox, as_unprivileged, memfd, read_info
 
 log = logging.getLogger("orq.warm")
-RUNNER_SOURCE = Path(__file__).resolve().parent.parent / "runner" / "warm.py"
 # what the runner needs inside its user namespace (never passed on to a job)
 RUNNER_CAPS = ("CAP_SYS_ADMIN", "CAP_SETPCAP")
 PROTOCOL_TIMEOUT_S = 10.0
@@ -264,7 +263,7 @@ class WarmRunner:
 
 @functools.cache
 def _runner_source() -> bytes:
-    return RUNNER_SOURCE.read_bytes()
+    return package_files.read(package_files.RUNNER, "warm.py")
 
 
 def runner_argv(sandbox: Sandbox, fds: dict[str, int]) -> list[str]:

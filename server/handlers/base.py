@@ -19,8 +19,10 @@ REASONS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_
            405: "method_not_allowed", 409: "conflict", 413: "too_large",
            415: "unsupported_media_type", 429: "too_many_requests", 503: "unavailable"}
 
-# JSON is also read from bodies labelled as curl -d and plain clients label them
-LENIENT_TYPES = ("", "application/json", "text/plain", "application/x-www-form-urlencoded")
+# Bodies are JSON. As a courtesy (not in the OpenAPI document) JSON is also read from bodies
+# labelled the way curl -d and plain clients label them; a real form or text body there is 415.
+JSON_TYPES = ("", "application/json")
+COURTESY_TYPES = ("text/plain", "application/x-www-form-urlencoded")
 MAX_INT = 2**63 - 1  # SQLite's INTEGER: larger ids and uids are a 400, not a 500
 
 
@@ -44,11 +46,12 @@ class ApiError(tornado.web.HTTPError):
 
 
 def parse_flag(value: str, name: str) -> bool:
-    """?wait=true and friends: a typo is a 400, never silently the other meaning."""
+    """?wait=true and friends, an OpenAPI boolean (any case; 1 and 0 as HTML forms and many
+    clients send them): a typo, or anything else, is a 400, never silently the other meaning."""
     text = value.strip().lower()
-    if text in ("true", "1", "yes", ""):
+    if text in ("true", "1"):
         return True
-    if text in ("false", "0", "no"):
+    if text in ("false", "0"):
         return False
     raise ApiError(400, "invalid_parameter", f"{name} must be true or false")
 
@@ -133,11 +136,15 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def json_body(self) -> dict:
         ctype = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if ctype not in LENIENT_TYPES and not ctype.endswith("+json"):
+        labelled_json = ctype in JSON_TYPES or ctype.endswith("+json")
+        if not labelled_json and ctype not in COURTESY_TYPES:
             raise ApiError(415, "unsupported_media_type", "send the body as application/json")
         try:
             body = json.loads(self.request.body or b"null")
         except (ValueError, UnicodeDecodeError):
+            if not labelled_json:
+                raise ApiError(415, "unsupported_media_type",
+                               f"send the body as application/json ({ctype} is not read)") from None
             raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
         if not isinstance(body, dict):
             raise ApiError(400, "invalid_json", "the body must be a JSON object")

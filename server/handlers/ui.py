@@ -1,8 +1,12 @@
 """The dashboard: static files at /ui/, and browsers asking / are sent there."""
 from __future__ import annotations
 
+import json
+import os
+
 import tornado.web
 
+from .base import REASONS
 from .jobs import JobsHandler
 
 
@@ -27,3 +31,16 @@ class UiHandler(tornado.web.StaticFileHandler):
         self.set_header("Content-Security-Policy",
                         "default-src 'self'; connect-src 'self' ws: wss:; "
                         "style-src 'self' 'unsafe-inline'; img-src 'self' data:")
+
+    def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
+        # the folder is also the package server.static: its __init__.py is not a page
+        if any(part.startswith("__") for part in os.path.relpath(absolute_path, root).split("/")):
+            raise tornado.web.HTTPError(404)
+        return super().validate_absolute_path(root, absolute_path)
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        """JSON, like every other error of the server (never an HTML page)."""
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        message = f"no file {self.request.path}" if status_code == 404 else self._reason
+        self.finish(json.dumps({"error": {"code": REASONS.get(status_code, "error"),
+                                          "message": message}}))

@@ -1,13 +1,9 @@
 """POST /users, /auth/token, /healthz, /metrics, /openapi.json and the JSON 404."""
 from __future__ import annotations
 
-from pathlib import Path
-
-from .. import metrics
+from .. import metrics, openapi
 from ..store import UserExists
 from .base import ApiError, BaseHandler, body_uid
-
-OPENAPI = Path(__file__).resolve().parent.parent / "openapi.json"
 
 
 def _uid_and_password(body: dict) -> tuple[int, str]:
@@ -32,13 +28,14 @@ class UsersHandler(BaseHandler):
 
 class TokenHandler(BaseHandler):
     async def post(self) -> None:
-        if self.user is None:
-            if not self.request.body:
-                raise ApiError(401, "unauthorized", "send HTTP Basic credentials or "
-                               '{"uid": ..., "password": ...}',
-                               {"WWW-Authenticate": 'Basic realm="orq"'})
+        if self.request.body:  # a body is read (and must be valid) even next to Basic
             uid, password = _uid_and_password(self.json_body())
-            self.user = await self.app.auth.login(uid, password, self.client_addr)
+            if self.user is None:  # Basic credentials, already checked, come first
+                self.user = await self.app.auth.login(uid, password, self.client_addr)
+        elif self.user is None:
+            raise ApiError(401, "unauthorized", "send HTTP Basic credentials or "
+                           '{"uid": ..., "password": ...}',
+                           {"WWW-Authenticate": 'Basic realm="orq"'})
         token, expires_at = await self.app.auth.issue_token(self.user)
         self.send_json({"token": token, "expires_at": expires_at, "uid": self.user.uid,
                         "is_admin": self.user.is_admin})
@@ -76,8 +73,10 @@ class OpenApiHandler(BaseHandler):
     async def prepare(self) -> None:
         pass
 
-    def get(self) -> None:
-        self.finish(OPENAPI.read_bytes())
+    async def get(self) -> None:
+        catalog = self.app.catalog
+        await catalog.refresh()
+        self.finish(openapi.served(self.app.config, tuple(catalog.index.runtimes)))
 
 
 class NotFoundHandler(BaseHandler):

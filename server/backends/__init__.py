@@ -1,0 +1,1 @@
+"""Backends that run jobs: local (bubblewrap sandbox, warm runners) and AWS Lambda."""

@@ -1,0 +1,119 @@
+"""The document at /openapi.json: server/openapi.json filled in from the running server's Config."""
+from __future__ import annotations
+
+import functools
+import json
+
+from . import package_files
+from .config import Config
+from .runtimes import BY_LANGUAGE, Runtime
+
+METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+# (JobRequest field, what it counts, the smallest value server/jobs.py resolve_limits takes,
+# the Config fields of its default and of its maximum, the flag that sets that maximum)
+LIMITS = (("timeout", "seconds", 0.1, "timeout_s", "max_timeout_s", "--max-timeout-s"),
+          ("memory_mb", "MiB", 16, "memory_mb", "max_memory_mb", "--max-memory-mb"),
+          ("cpus", "a share of CPUs", 0.05, "cpus", "max_cpus", "--max-cpus"))
+
+
+def template() -> dict:
+    """The document as shipped in the package: that of a server with the default settings."""
+    return json.loads(package_files.read("server", "openapi.json"))
+
+
+def document(config: Config, runtimes: tuple[Runtime, ...] = ()) -> dict:
+    """The exact contract of a server running with ``config`` and these runtimes."""
+    doc = template()
+    if runtimes:
+        _runtime_choice(doc, runtimes)
+    props = doc["components"]["schemas"]["JobRequest"]["properties"]
+    for name, unit, floor, default, top, flag in LIMITS:
+        most, usual = getattr(config, top), getattr(config, default)
+        props[name].update(minimum=floor, maximum=most, default=usual,
+                           description=f"{unit}; at most {most:g} on this server ({flag})")
+        if not floor <= usual <= most:  # generated clients send defaults: only a valid one
+            del props[name]["default"]
+    props["io_weight"]["default"] = config.io_weight
+    if config.auth == "open":
+        doc["security"].append({})
+        _optional_credentials(doc, doc["paths"])
+    elif config.metrics_public:
+        _optional_credentials(doc, ["/metrics"])
+    return doc
+
+
+def _optional_credentials(doc: dict, paths) -> None:
+    """Anonymous requests work there too (credentials that are sent are still checked)."""
+    for path in paths:
+        for method, op in doc["paths"][path].items():
+            security = op.setdefault("security", list(doc["security"])) \
+                if method in METHODS else [{}]
+            if {} not in security:
+                security.append({})
+
+
+def _runtime_choice(doc: dict, runtimes: tuple[Runtime, ...]) -> None:
+    """language, version and image as this server resolves them (SPEC section 9): each lists
+    the values that exist now, and a ``not`` lists the combinations that do not resolve (a
+    version of another language, an image without the language), which are 400s the
+    document must not declare valid. (A ``not`` keeps JobRequest one plain object for client
+    generators, where an ``anyOf`` of the valid combinations would make it a union.)"""
+    props = doc["components"]["schemas"]["JobRequest"]["properties"]
+    provided: dict[str, list[Runtime]] = {}
+    for runtime in runtimes:
+        provided.setdefault(runtime.language, []).append(runtime)
+    images = sorted({r.image for r in runtimes})
+    versions = sorted({p for r in runtimes for p in _prefixes(r.version)})
+    props["language"]["enum"] = sorted(n for lang in provided for n in _names(lang)) + [None]
+    props["image"]["enum"] = [*images, None]
+    props["version"]["enum"] = [*versions, None]
+    refused = []
+    for language, have in sorted(provided.items()):
+        lacking = [i for i in images if i not in {r.image for r in have}]
+        refused.append(_combination(language, versions, have, image=None))
+        if lacking:
+            refused.append(_combination(language, None, [], image=lacking))
+        for image in sorted({r.image for r in have}):
+            refused.append(_combination(language, versions,
+                                        [r for r in have if r.image == image], image=[image]))
+    doc["components"]["schemas"]["JobRequest"]["not"] = {
+        "anyOf": [c for c in refused if c is not None]}
+
+
+def _combination(language: str, versions: list[str] | None, have: list[Runtime],
+                 image: list[str] | None) -> dict | None:
+    """The requests for ``language`` (with ``image``: in one of those images; without: no
+    image) whose version, if ``versions`` is given, none of ``have`` provides; None if none."""
+    names = _names(language) + ([None] if language == "python" else [])  # the default
+    required = [] if language == "python" else ["language"]
+    props = {"language": _choice(names),
+             "image": _choice(image) if image else _choice([None])}
+    if image:
+        required.append("image")
+    if versions is not None:
+        good = {p for r in have for p in _prefixes(r.version)}
+        bad = [v for v in versions if v not in good]
+        if not bad:
+            return None
+        props["version"] = _choice(bad)
+        required.append("version")
+    return {"required": required, "properties": props}
+
+
+def _choice(values: list) -> dict:
+    return {"type": "string", "nullable": True, "enum": values}
+
+
+def _names(language: str) -> list[str]:
+    return [language, *BY_LANGUAGE[language].aliases]
+
+
+def _prefixes(version: str) -> list[str]:
+    """The version prefixes that select ``version``: "3", "3.11", "3.11.2"."""
+    parts = version.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+@functools.lru_cache(maxsize=8)
+def served(config: Config, runtimes: tuple[Runtime, ...] = ()) -> bytes:
+    return json.dumps(document(config, runtimes), indent=1).encode()

@@ -76,8 +76,9 @@ def _runtime_choice(doc: dict, runtimes: tuple[Runtime, ...]) -> None:
         for image in sorted({r.image for r in have}):
             refused.append(_combination(language, versions,
                                         [r for r in have if r.image == image], image=[image]))
-    doc["components"]["schemas"]["JobRequest"]["not"] = {
-        "anyOf": [c for c in refused if c is not None]}
+    # the shipped document's "not" already refuses code and files together, or neither
+    doc["components"]["schemas"]["JobRequest"]["not"]["anyOf"] += [
+        c for c in refused if c is not None]
 
 
 def _combination(language: str, versions: list[str] | None, have: list[Runtime],

@@ -134,13 +134,20 @@ def test_versions_and_unknowns(srv):
 @pytest.mark.parametrize("files,code", [
     ([], "invalid_field"), ([{"name": "../x.c", "content": ""}], "invalid_file_name"),
     ([{"name": "/etc/x.c", "content": ""}], "invalid_file_name"),
-    ([{"name": "a.c", "content": ""}, {"name": "a.c", "content": ""}], "invalid_file_name"),
     ([{"name": "a.c"}], "invalid_field"), ("main.c", "invalid_field"),
     ([{"name": f"f{i}.c", "content": ""} for i in range(65)], "invalid_field"),
 ])
 def test_bad_files_are_400s(srv, files, code):
     resp = srv.request("POST", "/jobs", {"uid": 1, "language": "c", "files": files})
     assert (resp.status, resp.json["error"]["code"]) == (400, code), resp
+
+
+def test_a_name_given_twice_keeps_its_place_and_its_last_content(srv):
+    job = run(srv, "python", [("main.py", "print('old')"), ("util.py", ""),
+                              ("main.py", "import util; print('new')")])
+    assert job["result"] == "new\n", job
+    detail = srv.request("GET", f"/jobs/{job['job_id']}").json
+    assert [f["name"] for f in detail["files"]] == ["main.py", "util.py"]
 
 
 def test_code_and_files_together_or_too_big(srv):

@@ -52,20 +52,20 @@ def parse_program(body: dict) -> tuple[str, list[dict] | None]:
 def _files(files) -> tuple[list[dict], int]:
     if not isinstance(files, list) or not 1 <= len(files) <= MAX_FILES:
         raise ApiError(400, "invalid_field", f"'files' must be a list of 1 to {MAX_FILES} files")
-    out, size = [], 0
+    program: dict[str, str] = {}  # a name given twice keeps its place and its last content
     for entry in files:
         if not (isinstance(entry, dict) and isinstance(entry.get("name"), str)
                 and isinstance(entry.get("content"), str)):
             raise ApiError(400, "invalid_field",
                            "each file must be {\"name\": string, \"content\": string}")
         name = entry["name"]
-        if len(name) > 255 or not FILE_NAME.fullmatch(name) or name in (f["name"] for f in out):
-            raise ApiError(400, "invalid_file_name", f"bad or repeated file name {name[:80]!r}: "
-                           "use relative names of letters, digits, '.', '_', '+', '-' and '/' "
-                           "(no '..')")
-        out.append({"name": name, "content": entry["content"]})
-        size += len(entry["content"].encode("utf-8", "surrogatepass"))
-    return out, size
+        if not 0 < len(name) <= 255 or not FILE_NAME.fullmatch(name):
+            raise ApiError(400, "invalid_file_name", f"bad file name {name[:80]!r}: use "
+                           "relative names of letters, digits, '.', '_', '+', '-' and '/' "
+                           "(no component starting with '.')")
+        program[name] = entry["content"]
+    size = sum(len(c.encode("utf-8", "surrogatepass")) for c in program.values())
+    return [{"name": n, "content": c} for n, c in program.items()], size
 
 
 def parse_job_request(body: dict, config) -> dict:

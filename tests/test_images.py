@@ -64,7 +64,7 @@ def test_images_and_runtimes_are_listed(srv):
     deb = images["deb"]
     assert deb["digest"].startswith("sha256:") and deb["size_bytes"] > 50_000_000
     assert deb["source"] == "build: bookworm python3"
-    assert {r["language"] for r in deb["runtimes"]} == {"python", "bash", "sh"}
+    assert {r["language"] for r in deb["runtimes"]} == {"python", "bash", "sh", "perl"}  # perl-base
     assert [r["language"] for r in images["bb"]["runtimes"]] == ["sh"]
     assert {r["language"] for r in images["host"]["runtimes"]} == {"python", "bash", "sh"}
     runtimes = srv.request("GET", "/runtimes").json

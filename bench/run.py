@@ -28,12 +28,13 @@ import e2e
 import flood
 import http_figures
 import images
+import runtimes
 import ws_latency
 from common import BENCH, REPO, RESULTS
 
 DOC = REPO / "docs" / "PERFORMANCE.md"
 BEGIN, END = "<!-- RESULTS:BEGIN -->", "<!-- RESULTS:END -->"
-SUITES = ("http", "e2e", "ws", "bigdb", "flood", "images")  # in the order they run and are listed
+SUITES = ("http", "e2e", "ws", "bigdb", "flood", "images", "runtimes")  # in the order they run and are listed
 
 
 def suites(quick: bool) -> dict:
@@ -44,13 +45,15 @@ def suites(quick: bool) -> dict:
                 "ws": lambda: ws_latency.run(jobs=30),
                 "bigdb": lambda: bigdb.run(jobs=100_000, users=1000, requests=200),
                 "flood": lambda: flood.run(count=500),
-                "images": lambda: images.run(rounds=50)}
+                "images": lambda: images.run(rounds=50),
+                "runtimes": lambda: runtimes.run(reps=3)}
     return {"http": lambda: http_figures.run(reps=3, seconds=5),
             "e2e": lambda: e2e.run(reps=3, count=500),
             "ws": lambda: ws_latency.run(jobs=100),
             "bigdb": lambda: bigdb.run(),
             "flood": lambda: flood.run(),
-            "images": lambda: images.run()}
+            "images": lambda: images.run(),
+            "runtimes": lambda: runtimes.run()}
 
 
 def table(rows: list[dict], header: str) -> str:

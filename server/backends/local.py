@@ -17,6 +17,7 @@ from pathlib import Path
 from ..runner import core
 from .base import Backend, BackendError, BackendUnavailable, JobSpec, RunHooks
 from .cgroups import CgroupManager, JobCgroup
+from .process import Child, spawn
 from .sandbox import (
     GROUP,
     PASSWD,
@@ -47,6 +48,7 @@ class Run:
     cgroup: JobCgroup | None
     error: str | None = field(default=None, init=False)
     done: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    rusage: dict | None = field(default=None, init=False)  # of its processes, once exited
 
     def kill(self, reason: str) -> None:
         if self.error is None:
@@ -62,7 +64,7 @@ class Run:
 @dataclass
 class ColdRun(Run):
     """A job in its own sandbox: bwrap started it in a new session."""
-    proc: asyncio.subprocess.Process
+    proc: Child
 
     def sigkill(self) -> None:
         core.kill_group(self.proc)
@@ -176,10 +178,7 @@ class LocalBackend(Backend):
                 + rlimit_argv(self.prlimit, spec, self.config, cgroup is not None)
                 + core.job_argv(spec.language, source, self.config.python, self.config.bash))
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, pass_fds=list(fds.values()),
-                start_new_session=True, **as_unprivileged())
+            proc = await spawn(argv, list(fds.values()), **as_unprivileged())
         except OSError as exc:
             raise BackendError(f"cannot start the sandbox: {exc}") from exc
         finally:
@@ -189,7 +188,7 @@ class LocalBackend(Backend):
         with tracked(self._runs, spec.job_id, run):
             await self._release(run, spec, info_r, block_w)
             return await supervise(run, spec, hooks, (proc.stdin, proc.stdout, proc.stderr),
-                                   proc.wait)
+                                   lambda: _exit_code(run))
 
     async def _release(self, run: ColdRun, spec: JobSpec, info_r: int, block_w: int) -> None:
         """Put the sandboxed child into its cgroup and rlimits, then let it run the job."""
@@ -208,6 +207,12 @@ class LocalBackend(Backend):
         finally:
             os.close(info_r)
             os.close(block_w)
+
+
+async def _exit_code(run: ColdRun) -> int:
+    code = await run.proc.wait()
+    run.rusage = run.proc.rusage
+    return code
 
 
 @contextlib.contextmanager
@@ -255,7 +260,17 @@ async def supervise(run: Run, spec: JobSpec, hooks: RunHooks, streams: tuple,
     if run.cgroup is not None and run.cgroup.oom_killed() and error in (None, core.TIMEOUT):
         error = core.MEMORY
     returncode = None if exited.cancelled() else exited.result()
-    return core.make_result(out, err, returncode, time.monotonic() - start, error)
+    return core.make_result(out, err, returncode, time.monotonic() - start, error,
+                            job_usage(run))
+
+
+def job_usage(run: Run) -> dict[str, int] | None:
+    """What the job used: its cgroup's accounting where it has one, else (and for what the
+    cgroup cannot tell) the rusage of its processes; None when neither is known."""
+    counted = run.cgroup.usage() if run.cgroup is not None else {}
+    usage = {key: counted.get(key) if counted.get(key) is not None
+             else (run.rusage or {}).get(key) for key in ("cpu_ms", "max_rss_kb")}
+    return None if None in usage.values() else usage
 
 
 def rlimit_argv(prlimit: str | None, spec: JobSpec, config, with_cgroup: bool) -> list[str]:

@@ -12,6 +12,7 @@ from .base import ApiError, BaseHandler, body_uid, parse_flag, parse_int
 MAX_CODE = 256 * 1024
 MAX_INPUT = 1024 * 1024
 MAX_LIMIT = 10000
+BACKENDS = ("local", "lambda")
 
 
 def _typed(body: dict, name: str, kinds: tuple, required: bool = False, what: str = ""):
@@ -45,8 +46,11 @@ def parse_job_request(body: dict, config) -> dict:
         cpus=_typed(body, "cpus", number, what="a number"),
         io_weight=_typed(body, "io_weight", (int,), what="an integer between 10 and 1000"))
     password = _typed(body, "password", (str,), False, "a string")
+    backend = _typed(body, "backend", (str,), False, '"local" or "lambda"')
+    if backend not in (None, *BACKENDS):
+        raise ApiError(400, "invalid_field", "'backend' must be \"local\" or \"lambda\"")
     return {"uid": uid, "code": code, "input": input_text, "language": language,
-            "limits": limits, "password": password}
+            "limits": limits, "password": password, "backend": backend}
 
 
 class JobListMixin:
@@ -91,7 +95,7 @@ class JobsHandler(JobListMixin, BaseHandler):
         await self._act_as(req["uid"], req["password"])
         service = self.app.jobs
         job_id = await service.submit(req["uid"], req["code"], req["input"], req["language"],
-                                      req["limits"])
+                                      req["limits"], backend=req["backend"])
         if parse_flag(self.get_query_argument("wait", "false"), "wait"):
             self.send_json(await self._wait_final(job_id))
         else:

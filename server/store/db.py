@@ -118,6 +118,11 @@ MIGRATIONS: list[str] = [
         runtimes TEXT NOT NULL DEFAULT '[]'
     );
     """,
+    # 3: a job that asked for a backend (POST /jobs "backend") keeps it across a restart;
+    # the others go wherever there is room (SPEC section 10)
+    """
+    ALTER TABLE jobs ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 

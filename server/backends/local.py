@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -17,7 +18,6 @@ from pathlib import Path
 from ..runner import core
 from .base import Backend, BackendError, BackendUnavailable, JobSpec, RunHooks
 from .cgroups import CgroupManager, JobCgroup
-from .process import Child, spawn
 from .sandbox import (
     GROUP,
     PASSWD,
@@ -63,11 +63,42 @@ class Run:
 
 @dataclass
 class ColdRun(Run):
-    """A job in its own sandbox: bwrap started it in a new session."""
-    proc: Child
+    """A job in its own sandbox: bwrap started it in a new session. Without a cgroup, the
+    job's rusage comes through ``usage_fd`` (see runner/report_usage.py)."""
+    proc: asyncio.subprocess.Process
+    usage_fd: int | None = None
 
     def sigkill(self) -> None:
         core.kill_group(self.proc)
+
+    async def exit_code(self) -> int:
+        code = await self.proc.wait()
+        if self.usage_fd is not None:
+            fd, self.usage_fd = self.usage_fd, None
+            self.rusage = read_usage(fd)
+        return code
+
+
+def read_usage(fd: int) -> dict[str, int] | None:
+    """What report_usage.py wrote before it exited (the fd is non-blocking: a sandbox
+    process may still hold the other end for a moment)."""
+    try:
+        cpu_ms, max_rss_kb = (int(n) for n in os.read(fd, 64).split())
+        return {"cpu_ms": cpu_ms, "max_rss_kb": max_rss_kb}
+    except (OSError, ValueError):
+        return None  # killed before it could report
+    finally:
+        os.close(fd)
+
+
+@functools.cache
+def _report_usage_source() -> str:
+    return (Path(core.__file__).parent / "report_usage.py").read_text()
+
+
+def usage_argv(python: str, fd: int | None) -> list[str]:
+    """The prefix that runs a job under report_usage.py, writing to ``fd`` (none: [])."""
+    return [] if fd is None else [python, "-I", "-S", "-c", _report_usage_source(), str(fd)]
 
 
 def instance_name(data_dir) -> str:
@@ -174,21 +205,35 @@ class LocalBackend(Backend):
                "passwd": memfd("passwd", PASSWD.encode()), "group": memfd("group", GROUP.encode())}
         info_r, fds["info"] = os.pipe()
         fds["block"], block_w = os.pipe()
+        usage_r = None
+        if cgroup is None or not cgroup.measures_usage:  # then the job reports its rusage
+            usage_r, fds["usage"] = os.pipe()
+            os.set_blocking(usage_r, False)
         argv = (self.sandbox.argv(fds)
                 + rlimit_argv(self.prlimit, spec, self.config, cgroup is not None)
+                + usage_argv(self.config.python, fds.get("usage"))
                 + core.job_argv(spec.language, source, self.config.python, self.config.bash))
         try:
-            proc = await spawn(argv, list(fds.values()), **as_unprivileged())
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, pass_fds=list(fds.values()),
+                start_new_session=True, **as_unprivileged())
         except OSError as exc:
+            if usage_r is not None:
+                os.close(usage_r)
             raise BackendError(f"cannot start the sandbox: {exc}") from exc
         finally:
             for fd in fds.values():
                 os.close(fd)
-        run = ColdRun(cgroup, proc)
-        with tracked(self._runs, spec.job_id, run):
-            await self._release(run, spec, info_r, block_w)
-            return await supervise(run, spec, hooks, (proc.stdin, proc.stdout, proc.stderr),
-                                   lambda: _exit_code(run))
+        run = ColdRun(cgroup, proc, usage_r)
+        try:
+            with tracked(self._runs, spec.job_id, run):
+                await self._release(run, spec, info_r, block_w)
+                return await supervise(run, spec, hooks,
+                                       (proc.stdin, proc.stdout, proc.stderr), run.exit_code)
+        finally:
+            if run.usage_fd is not None:  # the sandbox failed, or never exited
+                os.close(run.usage_fd)
 
     async def _release(self, run: ColdRun, spec: JobSpec, info_r: int, block_w: int) -> None:
         """Put the sandboxed child into its cgroup and rlimits, then let it run the job."""
@@ -207,12 +252,6 @@ class LocalBackend(Backend):
         finally:
             os.close(info_r)
             os.close(block_w)
-
-
-async def _exit_code(run: ColdRun) -> int:
-    code = await run.proc.wait()
-    run.rusage = run.proc.rusage
-    return code
 
 
 @contextlib.contextmanager

@@ -23,7 +23,6 @@ from ..runner import core
 from .base import JobSpec, RunHooks
 from .cgroups import CgroupManager, JobCgroup, read_small
 from .local import Run, supervise, tracked
-from .process import streams
 from .sandbox import GROUP, PASSWD, Sandbox, as_unprivileged, memfd, read_info
 
 log = logging.getLogger("orq.warm")
@@ -284,8 +283,17 @@ async def _log_stderr(runner: WarmRunner) -> None:
 
 
 async def _streams(stdin_w: int, stdout_r: int, stderr_r: int):
-    return await streams(os.fdopen(stdin_w, "wb", 0), os.fdopen(stdout_r, "rb", 0),
-                         os.fdopen(stderr_r, "rb", 0))
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin,
+                                                        os.fdopen(stdin_w, "wb", 0))
+    writer = asyncio.StreamWriter(transport, protocol, None, loop)
+    readers = []
+    for fd in (stdout_r, stderr_r):
+        reader = asyncio.StreamReader(limit=1 << 20)
+        await loop.connect_read_pipe(lambda r=reader: asyncio.StreamReaderProtocol(r),
+                                     os.fdopen(fd, "rb", 0))
+        readers.append(reader)
+    return writer, readers[0], readers[1]
 
 
 

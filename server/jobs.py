@@ -78,6 +78,7 @@ class JobService:
         self._closing = False
         for name, b in self.backends.items():
             metrics.BACKEND_CAPACITY.labels(name).set(b.capacity)
+            b.on_change = self._schedule  # e.g. the function can run bigger jobs now
 
     # -- start / stop ---------------------------------------------------------------
 

@@ -150,10 +150,13 @@ class LambdaBackend(Backend):
             except BackendUnavailable as exc:
                 log.warning("cannot re-read the Lambda function's configuration: %s", exc)
                 continue
-            if _limits(conf) != _limits(self.function_conf):
+            changed = _limits(conf) != _limits(self.function_conf)
+            self.function_conf = conf
+            if changed:
                 log.info("Lambda function %s now has %s MB and %s s", self.function,
                          conf.get("MemorySize"), conf.get("Timeout"))
-            self.function_conf = conf
+                if self.on_change is not None:
+                    self.on_change()
 
     def _make_client(self):
         timeout = self.config.max_timeout_s + 30  # the answer comes after the job ends

@@ -72,6 +72,8 @@ class BackendUnavailable(Exception):
 
 class Backend(abc.ABC):
     name: str = "?"
+    # the job service's: to be called when what ``refuses`` answers may have changed
+    on_change: Callable[[], None] | None = None
 
     @property
     @abc.abstractmethod

@@ -95,6 +95,22 @@ class Environment:
             raise EnvironmentDied(self._last_words())
         return json.loads(line)
 
+    def cpu_s(self) -> float:
+        """CPU seconds of this environment's runtime and of the jobs it has reaped."""
+        pid = self.proc.pid
+        if self.proc.args[0] == UNSHARE[0]:  # the runtime is unshare's child
+            try:
+                with open(f"/proc/{pid}/task/{pid}/children") as fh:
+                    pid = int(fh.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                return 0.0
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
     def _last_words(self) -> str:
         try:
             with open(self.log_path, "rb") as fh:
@@ -154,6 +170,12 @@ class Pool:
     def size(self) -> int:
         with self.lock:
             return len(self.everyone)
+
+    def cpu_s(self) -> float:
+        """CPU seconds of every live environment, its jobs included."""
+        with self.lock:
+            everyone = list(self.everyone)
+        return sum(env.cpu_s() for env in everyone)
 
     def close(self) -> None:
         with self.lock:

@@ -18,13 +18,15 @@ Test controls: ``POST /_fake/bounce {"count": N, "code": "TooManyRequestsExcepti
 "status": 429}`` answers the next N invocations with that AWS error; ``POST /_fake/fail
 {"count": N}`` answers them with an unhandled function error; ``POST /_fake/state
 {"state": "Pending"}``; ``POST /_fake/config {"MemorySize": MB, "Timeout": S}``;
-``POST /_fake/latency {"seconds": S}``; ``GET /_fake/stats``.
+``POST /_fake/latency {"seconds": S}``; ``GET /_fake/stats`` (counts, and ``cpu_s``: the
+CPU seconds of the fake, its environments and the jobs they ran).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import resource
 import sys
 import threading
 import time
@@ -93,6 +95,7 @@ class Fake:
 class Handler(BaseHTTPRequestHandler):
     fake: Fake
     protocol_version = "HTTP/1.1"  # keep-alive, as boto3 and Lambda's endpoint use it
+    disable_nagle_algorithm = True  # headers and body are two writes: no delayed-ACK stall
 
     def log_message(self, *args) -> None:
         pass
@@ -122,8 +125,11 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         fake = self.fake
         if self.path == "/_fake/stats":
+            own = resource.getrusage(resource.RUSAGE_SELF)
+            cpu_s = own.ru_utime + own.ru_stime + fake.pool.cpu_s()
             with fake.lock:
-                return self.reply(200, {**fake.stats, "environments": fake.pool.size()})
+                return self.reply(200, {**fake.stats, "environments": fake.pool.size(),
+                                        "cpu_s": round(cpu_s, 3)})
         name, rest = self.function_path()
         if name != fake.function or rest:
             return self.aws_error(404, "ResourceNotFoundException",

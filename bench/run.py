@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bigdb
+import burst
 import e2e
 import flood
 import http_figures
@@ -32,7 +33,7 @@ from common import BENCH, REPO, RESULTS
 
 DOC = REPO / "docs" / "PERFORMANCE.md"
 BEGIN, END = "<!-- RESULTS:BEGIN -->", "<!-- RESULTS:END -->"
-SUITES = ("http", "e2e", "ws", "bigdb", "flood")  # in the order they run and are listed
+SUITES = ("http", "e2e", "ws", "bigdb", "flood", "burst")  # in the order they run and are listed
 
 
 def suites(quick: bool) -> dict:
@@ -42,12 +43,14 @@ def suites(quick: bool) -> dict:
                 "e2e": lambda: e2e.run(reps=1, count=100),
                 "ws": lambda: ws_latency.run(jobs=30),
                 "bigdb": lambda: bigdb.run(jobs=100_000, users=1000, requests=200),
-                "flood": lambda: flood.run(count=500)}
+                "flood": lambda: flood.run(count=500),
+                "burst": lambda: burst.run(count=1000)}  # the figure: never fewer
     return {"http": lambda: http_figures.run(reps=3, seconds=5),
             "e2e": lambda: e2e.run(reps=3, count=500),
             "ws": lambda: ws_latency.run(jobs=100),
             "bigdb": lambda: bigdb.run(),
-            "flood": lambda: flood.run()}
+            "flood": lambda: flood.run(),
+            "burst": lambda: burst.run(count=1000)}
 
 
 def table(rows: list[dict], header: str) -> str:

@@ -5,7 +5,7 @@ import json
 import shutil
 from typing import Any
 
-COLUMNS = ("ID", "UID", "STATUS", "LANG", "EXIT", "TIME", "CREATED", "OUTPUT")
+COLUMNS = ("ID", "UID", "STATUS", "LANG", "BACKEND", "EXIT", "TIME", "CREATED", "OUTPUT")
 
 
 def to_json(data: Any) -> str:
@@ -43,8 +43,9 @@ def summary(job: dict) -> str:
 def job_row(job: dict) -> list[str]:
     exit_code = job.get("exit_code")
     return [str(job.get("job_id")), str(job.get("uid")), str(job.get("status")),
-            str(job.get("language") or "python"), "-" if exit_code is None else str(exit_code),
-            duration(job), created(job), summary(job)]
+            str(job.get("language") or "python"), str(job.get("backend") or "local"),
+            "-" if exit_code is None else str(exit_code), duration(job), created(job),
+            summary(job)]
 
 
 def table(rows: list[list[str]]) -> str:
@@ -65,8 +66,9 @@ def jobs_table(jobs: list[dict]) -> str:
     return table([job_row(j) for j in jobs])
 
 
-DETAIL_FIELDS = ("job_id", "uid", "status", "language", "exit_code", "error", "created_at",
-                 "started_at", "finished_at", "duration_ms", "attempts", "truncated", "limits")
+DETAIL_FIELDS = ("job_id", "uid", "status", "language", "backend", "exit_code", "error",
+                 "created_at", "started_at", "finished_at", "duration_ms", "attempts",
+                 "truncated", "limits", "usage")
 
 
 def job_detail(job: dict) -> str:

@@ -11,6 +11,7 @@ import pytest
 from conftest import FINAL
 from lambda_support import FakeLambda, poll
 from reliability_support import start_order
+from test_openapi import conforms
 
 SLEEP = "import time\ntime.sleep({s})\nprint({n})"
 
@@ -127,8 +128,12 @@ def test_a_changed_function_configuration_is_read_again(burst_server, fake):
 
 def test_pinned_jobs_run_where_they_asked(burst_server, fake):
     srv = burst_server()
-    job = srv.run("print('there')", backend="lambda")  # local slots are free, still Lambda
+    resp = srv.request("POST", "/jobs?wait=true", {"uid": 1, "code": "print('there')",
+                                                  "backend": "lambda"})
+    conforms("POST", "/jobs", resp)
+    job = resp.json  # local slots are free, still Lambda
     assert (job["status"], job["result"], job["backend"]) == ("DONE", "there\n", "lambda")
+    conforms("GET", "/healthz", srv.request("GET", "/healthz"))
     blockers = fill_local(srv, 3)
     here = srv.submit("print('here')", backend="local")
     assert get(srv, here)["backend"] == "local"
@@ -141,6 +146,7 @@ def test_pinned_jobs_run_where_they_asked(burst_server, fake):
                                          "memory_mb": 1024})
     assert resp.status == 400 and resp.json["error"]["code"] == "backend_cannot_run"
     assert "at most 448 MB" in resp.json["error"]["message"]
+    conforms("POST", "/jobs", resp)
     for bad in ("gpu", 5, True):
         resp = srv.request("POST", "/jobs", {"uid": 1, "code": "1", "backend": bad})
         assert resp.status == 400 and resp.json["error"]["code"] == "invalid_field", bad

@@ -148,7 +148,7 @@ class LambdaBackend(Backend):
             self._refresh_now.clear()
             try:
                 conf = await in_thread(self._check_function)
-            except BackendUnavailable as exc:
+            except Exception as exc:  # noqa: BLE001 - the last one read stays in force
                 log.warning("cannot re-read the Lambda function's configuration: %s", exc)
                 continue
             changed = _limits(conf) != _limits(self.function_conf)

@@ -45,6 +45,13 @@ def read_small(path: Path | str) -> str:
         os.close(fd)
 
 
+def _read_or_none(read) -> int | None:
+    try:
+        return read()
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 class JobCgroup:
     """One reusable cgroup (one directory per v1 controller): limits in, a job's pids in,
     everything killed at the end. ``configure`` rewrites only limits that changed."""
@@ -120,14 +127,11 @@ class JobCgroup:
     def reset_usage(self) -> None:
         """Take the clean cgroup's CPU time as the next job's base and restart its memory
         peak from what it holds now (page cache of earlier jobs stays charged to it)."""
-        try:
-            if self.version == 2:
-                self._reset_peak_v2()
-            else:
-                _put(self.by_ctrl["memory"] / "memory.max_usage_in_bytes", "0")
-            self.usage_base = (self._cpu_ns(), self._memory_now())
-        except (OSError, ValueError, KeyError):
-            self.usage_base = (None, 0)
+        if self.version == 2:
+            self._reset_peak_v2()
+        elif "memory" in self.by_ctrl:
+            _write(self.by_ctrl["memory"] / "memory.max_usage_in_bytes", "0")
+        self.usage_base = (_read_or_none(self._cpu_ns), _read_or_none(self._memory_now) or 0)
 
     def _reset_peak_v2(self) -> None:
         """memory.peak restarts per open descriptor (Linux 6.12+); older kernels have no
@@ -175,10 +179,7 @@ class JobCgroup:
         this cgroup cannot tell). The peak is of all the job's processes together, less
         what the clean cgroup already held."""
         cpu_base, mem_base = self.usage_base
-        try:
-            cpu, peak = self._cpu_ns(), self._memory_peak()
-        except (OSError, ValueError, KeyError):
-            return {"cpu_ms": None, "max_rss_kb": None}
+        cpu, peak = _read_or_none(self._cpu_ns), _read_or_none(self._memory_peak)
         return {"cpu_ms": None if cpu is None or cpu_base is None
                 else round((cpu - cpu_base) / 1e6),
                 "max_rss_kb": None if peak is None else max(0, peak - mem_base) // 1024}

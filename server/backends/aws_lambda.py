@@ -367,7 +367,7 @@ def parse_answer(function_error: str | None, body: bytes) -> dict:
     return result
 
 
-def usage_of(value) -> dict | None:
+def usage_of(value: object) -> dict | None:
     """The handler's usage figures, or None from a handler deployed before it sent them."""
     if not isinstance(value, dict):
         return None

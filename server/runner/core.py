@@ -7,6 +7,7 @@ job's outcome the same way.
 from __future__ import annotations
 
 import os
+import resource
 import selectors
 import signal
 import subprocess
@@ -101,7 +102,7 @@ def make_result(stdout: CappedBuffer, stderr: CappedBuffer, returncode: int | No
     }
 
 
-def rusage_usage(ru) -> dict[str, int]:
+def rusage_usage(ru: resource.struct_rusage) -> dict[str, int]:
     """Usage from a ``resource.struct_rusage`` (of a reaped process: it and the children it
     waited for). Linux counts ru_maxrss in KiB; it is the largest single process's peak."""
     return {"cpu_ms": round((ru.ru_utime + ru.ru_stime) * 1000), "max_rss_kb": ru.ru_maxrss}

@@ -59,8 +59,9 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) ->
 class Server:
     """One subprocess (orq-server or the hello-world baseline) on a free port."""
 
-    def __init__(self, argv: list[str], port: int, log_name: str) -> None:
-        self.argv, self.port = argv, port
+    def __init__(self, argv: list[str], port: int, log_name: str,
+                 env: dict | None = None) -> None:
+        self.argv, self.port, self.env = argv, port, env
         self.url = f"http://127.0.0.1:{port}"
         RESULTS.mkdir(parents=True, exist_ok=True)
         self.log_path = RESULTS / f"{log_name}-{port}.log"
@@ -69,7 +70,8 @@ class Server:
 
     def start(self, timeout: float = 60) -> Server:
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
+                                         env={**os.environ, **(self.env or {})})
         self.startup_s = wait_http(self.url + "/healthz", timeout, self.proc)
         return self
 
@@ -98,12 +100,13 @@ class Server:
         self.stop()
 
 
-def orq_server(data_dir: Path, auth: str = "open", extra: list[str] | None = None) -> Server:
+def orq_server(data_dir: Path, auth: str = "open", extra: list[str] | None = None,
+               env: dict | None = None) -> Server:
     port = free_port()
     argv = [str(BIN / "orq-server"), "--port", str(port), "--data-dir", str(data_dir),
             "--auth", auth, "--log-level", "warning", "--max-unfinished-per-user", "1000000",
             *(extra or [])]
-    return Server(argv, port, "orq")
+    return Server(argv, port, "orq", env)
 
 
 def hello_server(payload: bytes) -> Server:

@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bigdb
+import burst
 import e2e
 import flood
 import http_figures
@@ -34,7 +35,7 @@ from common import BENCH, REPO, RESULTS
 
 DOC = REPO / "docs" / "PERFORMANCE.md"
 BEGIN, END = "<!-- RESULTS:BEGIN -->", "<!-- RESULTS:END -->"
-SUITES = ("http", "e2e", "ws", "bigdb", "flood", "images", "runtimes")  # in the order they run and are listed
+SUITES = ("http", "e2e", "ws", "bigdb", "flood", "burst", "images", "runtimes")  # run order
 
 
 def suites(quick: bool) -> dict:
@@ -45,6 +46,7 @@ def suites(quick: bool) -> dict:
                 "ws": lambda: ws_latency.run(jobs=30),
                 "bigdb": lambda: bigdb.run(jobs=100_000, users=1000, requests=200),
                 "flood": lambda: flood.run(count=500),
+                "burst": lambda: burst.run(count=1000),  # the figure: never fewer
                 "images": lambda: images.run(rounds=50),
                 "runtimes": lambda: runtimes.run(reps=3)}
     return {"http": lambda: http_figures.run(reps=3, seconds=5),
@@ -52,6 +54,7 @@ def suites(quick: bool) -> dict:
             "ws": lambda: ws_latency.run(jobs=100),
             "bigdb": lambda: bigdb.run(),
             "flood": lambda: flood.run(),
+            "burst": lambda: burst.run(count=1000),
             "images": lambda: images.run(),
             "runtimes": lambda: runtimes.run()}
 

@@ -128,8 +128,9 @@ def make_app(app: App) -> tornado.web.Application:
         websocket_ping_timeout=60, websocket_max_message_size=64 * 1024, compress_response=False)
 
 
-def make_backend(config: Config) -> Backend:
-    if config.backend == "lambda":
+def make_backend(config: Config, name: str | None = None) -> Backend:
+    """The backend called ``name`` (default: --backend)."""
+    if (name or config.backend) == "lambda":
         from .backends.aws_lambda import LambdaBackend
         return LambdaBackend(config)
     from .backends.local import LocalBackend
@@ -137,7 +138,7 @@ def make_backend(config: Config) -> Backend:
 
 
 async def build(config: Config, backend: Backend | None = None) -> App:
-    """Open the store, start the backend, recover unfinished jobs."""
+    """Open the store, start the backends, recover unfinished jobs."""
     db = Database(config.db_path)
     await db.open()
     store = JobStore(db)
@@ -146,13 +147,20 @@ async def build(config: Config, backend: Backend | None = None) -> App:
     auth = Authenticator(UserStore(db), tokens, config.token_ttl_s)
     bus = EventBus()
     backend = backend or make_backend(config)
+    burst = make_backend(config, config.burst) if config.burst != "none" else None
+    started: list[Backend] = []
     try:
-        await backend.start()
+        for each in (backend, burst):
+            if each is not None:
+                await each.start()
+                started.append(each)
     except BaseException:
+        for each in started:
+            await each.stop()
         await db.close()
         raise
     catalog = await open_catalog(config, db, backend)
-    jobs = JobService(config, store, bus, backend, catalog)
+    jobs = JobService(config, store, bus, backend, burst, catalog)
     await jobs.recover()
     return App(config, db, store, auth, bus, backend, jobs, catalog)
 
@@ -184,8 +192,9 @@ async def serve(config: Config) -> int:
         body_timeout=min(30.0, config.idle_timeout_s))  # a slow body is idle time too
     server.body_limit = config.max_body_bytes
     server.listen(config.port, config.host)
-    log.info("orq %s listening on http://%s:%d (backend %s, auth %s, data %s)", __version__,
-             config.host, config.port, config.backend, config.auth, config.data_dir)
+    log.info("orq %s listening on http://%s:%d (backend %s, burst %s, auth %s, data %s)",
+             __version__, config.host, config.port, config.backend, config.burst, config.auth,
+             config.data_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -19,6 +19,7 @@ class Config:
     port: int = 8080
     data_dir: Path = Path("./data")
     backend: str = "local"  # local | lambda
+    burst: str = "none"  # none | lambda | local: where jobs go when the backend is full
     auth: str = "required"  # required | open
     slots: int = field(default_factory=_default_slots)  # concurrent local jobs
     # job limits: defaults and the maxima a job may ask for
@@ -45,6 +46,7 @@ class Config:
     lambda_function: str = "orq-runner"
     lambda_concurrency: int = 100
     lambda_region: str | None = None
+    lambda_refresh_s: float = 60.0  # re-read the function's memory and timeout this often
     # web
     static_dir: Path = field(default_factory=lambda: package_files.directory(package_files.DASHBOARD))
     allowed_origins: tuple[str, ...] = ()  # extra browser origins allowed on /ws
@@ -64,6 +66,7 @@ _OPTIONS: dict[str, tuple[type, str]] = {
     "port": (int, "port to listen on"),
     "data_dir": (Path, "where the database lives"),
     "backend": (str, "local or lambda"),
+    "burst": (str, "none, or the backend that takes jobs while --backend is full (lambda)"),
     "auth": (str, "required or open"),
     "slots": (int, "jobs run at once by the local backend (default: CPU count)"),
     "timeout_s": (float, "default job timeout in seconds"),
@@ -87,13 +90,15 @@ _OPTIONS: dict[str, tuple[type, str]] = {
     "lambda_function": (str, "AWS Lambda function name"),
     "lambda_concurrency": (int, "Lambda invocations at once"),
     "lambda_region": (str, "AWS region of the Lambda function"),
+    "lambda_refresh_s": (float, "seconds between reads of the function's configuration"),
     "allowed_origins": (str, "comma-separated extra browser origins for /ws"),
     "trust_proxy": (bool, "behind a reverse proxy: use X-Forwarded-For/-Proto (and X-Real-Ip)"),
     "max_body_bytes": (int, "largest request body"),
     "idle_timeout_s": (float, "close idle HTTP connections after this many seconds"),
     "log_level": (str, "debug, info, warning or error"),
 }
-_CHOICES = {"backend": ("local", "lambda"), "auth": ("required", "open")}
+_CHOICES = {"backend": ("local", "lambda"), "burst": ("none", "local", "lambda"),
+            "auth": ("required", "open")}
 
 
 class ConfigError(ValueError):
@@ -155,6 +160,10 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{name} must be one of {', '.join(choices)}")
     if not 0 < cfg.port < 65536:
         raise ConfigError("port must be between 1 and 65535")
+    if cfg.burst == cfg.backend:
+        raise ConfigError(f"burst must differ from the backend ({cfg.backend}), or be none")
+    if cfg.lambda_refresh_s <= 0:
+        raise ConfigError("lambda_refresh_s must be positive")
     if cfg.slots < 1:
         raise ConfigError("slots must be at least 1")
     if cfg.compile_timeout_s <= 0 or cfg.compile_cache_mb < 0:

@@ -12,6 +12,16 @@ JOB_DURATION = Histogram("orq_job_duration_seconds", "Wall time of job runs", re
                          buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 JOBS_WAITING = Gauge("orq_jobs_waiting", "Jobs waiting to run", registry=REGISTRY)
 JOBS_RUNNING = Gauge("orq_jobs_running", "Jobs running now", registry=REGISTRY)
+JOBS_STARTED = Counter("orq_jobs_started", "Job runs started, by backend", ["backend"],
+                       registry=REGISTRY)
+BACKEND_CAPACITY = Gauge("orq_backend_capacity", "Jobs a backend may run at once",
+                         ["backend"], registry=REGISTRY)
+BACKEND_RUNNING = Gauge("orq_backend_running", "Jobs a backend holds now (starting, running,"
+                        " or a cancelled Lambda invocation not yet answered)", ["backend"],
+                        registry=REGISTRY)
+BACKEND_HOLDS = Counter("orq_backend_holds", "Times a backend was left alone for a backoff "
+                        "after refusing a job (Lambda throttling, function not ready)",
+                        ["backend"], registry=REGISTRY)
 HTTP_REQUESTS = Counter("orq_http_requests", "HTTP requests answered", ["code"],
                         registry=REGISTRY)
 WS_DELIVERY = Histogram(

@@ -5,7 +5,7 @@ import json
 import shutil
 from typing import Any
 
-COLUMNS = ("ID", "UID", "STATUS", "LANG", "EXIT", "TIME", "CREATED", "OUTPUT")
+COLUMNS = ("ID", "UID", "STATUS", "LANG", "BACKEND", "EXIT", "TIME", "CREATED", "OUTPUT")
 
 
 def to_json(data: Any) -> str:
@@ -46,7 +46,7 @@ def job_row(job: dict) -> list[str]:
     if job.get("image", "host") != "host":
         lang += "@" + job["image"]
     return [str(job.get("job_id")), str(job.get("uid")), str(job.get("status")),
-            lang, "-" if exit_code is None else str(exit_code),
+            lang, str(job.get("backend") or "local"), "-" if exit_code is None else str(exit_code),
             duration(job), created(job), summary(job)]
 
 

@@ -145,7 +145,8 @@ export class JobsTable {
       tr = el('tr', { 'data-job-id': job.job_id });
       const link = el('a', { href: `#job-${job.job_id}`, text: `#${job.job_id}` });
       tr.append(el('td', { class: 'id' }, link));
-      for (const cls of ['status', 'col-uid', 'col-lang', 'num exit', 'num col-dur', 'col-time']) {
+      for (const cls of ['status', 'col-uid', 'col-lang', 'col-backend', 'num exit', 'num col-dur',
+        'col-time']) {
         tr.append(el('td', { class: cls }));
       }
       this.trs.set(job.job_id, tr);
@@ -164,10 +165,11 @@ export class JobsTable {
     cells[1].replaceChildren(statusBadge(job.status));
     cells[2].textContent = job.uid;
     cells[3].textContent = job.language || 'python';
-    cells[4].textContent = job.exit_code ?? (job.error ? '—' : '');
-    cells[5].textContent = job.duration_ms == null ? '' : formatDuration(job.duration_ms);
-    cells[6].textContent = formatTime(job.created_at);
-    cells[6].title = job.created_at || '';
+    cells[4].textContent = job.backend || 'local';
+    cells[5].textContent = job.exit_code ?? (job.error ? '—' : '');
+    cells[6].textContent = job.duration_ms == null ? '' : formatDuration(job.duration_ms);
+    cells[7].textContent = formatTime(job.created_at);
+    cells[7].title = job.created_at || '';
   }
 
   renderChrome() {

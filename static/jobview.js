@@ -2,8 +2,8 @@
 // while it runs, from ``output`` events), and Cancel / Run again.
 
 import {
-  $, FINAL, describeError, el, formError, formatDuration, formatLimits, formatTime, isNewer,
-  statusBadge,
+  $, FINAL, describeError, el, formError, formatDuration, formatLimits, formatTime, formatUsage,
+  isNewer, statusBadge,
 } from './util.js';
 
 const MAX_LIVE = 2 * 1024 * 1024; // characters of live output kept per stream
@@ -96,12 +96,14 @@ export class JobView {
       ['Exit code', job.exit_code ?? '—'],
       ['Error reason', describeError(job.error)],
       ['Language', job.language],
+      ['Backend', job.backend],
       ['User', job.uid],
       ['Submitted', formatTime(job.created_at)],
       ['Started', formatTime(job.started_at)],
       ['Finished', formatTime(job.finished_at)],
       ['Duration', formatDuration(job.duration_ms)],
       ['Limits', formatLimits(job.limits)],
+      ['Usage', formatUsage(job.usage)],
       ['Attempts', job.attempts > 1 ? job.attempts : null],
       ['Output', job.truncated ? 'Truncated (hit the output limit)' : null],
     ];

@@ -59,6 +59,12 @@ export function formatLimits(limits) {
   return parts.join(' · ');
 }
 
+export function formatUsage(usage) {
+  if (!usage) return null;
+  const mb = usage.max_rss_kb / 1024;
+  return `${usage.cpu_ms} ms CPU · ${mb < 10 ? mb.toFixed(1) : Math.round(mb)} MB peak memory`;
+}
+
 const REASONS = {
   timeout: 'Timed out (the time limit was reached)',
   memory: 'Ran out of memory (the memory limit was reached)',

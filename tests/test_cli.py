@@ -45,8 +45,10 @@ def test_json_output_get_and_logs(orq, open_server, tmp_path):
     logs = orq("logs", str(job_id), server=open_server)
     assert logs.stdout == "got a b c\n" and logs.stderr == "warn\n"
     table = orq("get", "jobs", "--uid", "12", "--status", "done", server=open_server)
-    assert table.stdout.splitlines()[0].split()[:3] == ["ID", "UID", "STATUS"]
-    assert f"{job_id}  " in table.stdout and "got a b c" in table.stdout
+    assert table.stdout.splitlines()[0].split()[:5] == ["ID", "UID", "STATUS", "LANG", "BACKEND"]
+    assert table.stdout.splitlines()[1].split()[:5] == [str(job_id), "12", "DONE", "bash", "local"]
+    assert "got a b c" in table.stdout
+    assert "backend:      local" in detail.stdout and "usage:        cpu_ms=" in detail.stdout
 
 
 def test_logs_follow_streams_until_final(orq, open_server):

@@ -125,6 +125,8 @@ def test_register_submit_and_watch_it_finish(auth_server, new_page):
     expect(page.locator('#jv-meta dd[data-field="exit-code"]')).to_have_text("0")
     expect(page.locator('#jv-meta dd[data-field="limits"]')).to_contain_text("10 s timeout")
     expect(page.locator('#jv-meta dd[data-field="duration"]')).not_to_have_text("—")
+    expect(page.locator('#jv-meta dd[data-field="backend"]')).to_have_text("local")
+    expect(page.locator('#jv-meta dd[data-field="usage"]')).to_contain_text("ms CPU")
     expect(page.locator("#jv-cancel")).to_be_hidden()
     screenshot(page, "desktop-3-job-done")
 
@@ -132,6 +134,8 @@ def test_register_submit_and_watch_it_finish(auth_server, new_page):
     expect(page.locator("#job-view")).to_be_hidden()
     expect(row_badge(page, job_id)).to_have_text("DONE")
     expect(row_badge(page, job_id)).to_have_class(re.compile(r"\bs-done\b"))
+    expect(page.locator(f'#jobs-body tr[data-job-id="{job_id}"] .col-backend')).to_have_text(
+        "local")
     seen = [s.split(":")[1] for s in page.evaluate("window.__seen") if s.startswith(f"{job_id}:")]
     assert seen[-1] == "DONE" and "RUNNING" in seen, seen  # changed in place, no reload
     screenshot(page, "desktop-4-jobs")

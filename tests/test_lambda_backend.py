@@ -4,46 +4,18 @@ configuration (AWS_ENDPOINT_URL_LAMBDA); that endpoint runs the real handler fro
 built zip."""
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
-import urllib.request
 
 import pytest
-from conftest import REPO, OrqServer
-
-
-class FakeLambda:
-    def __init__(self, proc: subprocess.Popen, port: int) -> None:
-        self.proc, self.url = proc, f"http://127.0.0.1:{port}"
-
-    def control(self, what: str, **body) -> None:
-        req = urllib.request.Request(f"{self.url}/_fake/{what}", json.dumps(body).encode(),
-                                     method="POST")
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            assert resp.status == 200
-
-    def stats(self) -> dict:
-        with urllib.request.urlopen(f"{self.url}/_fake/stats", timeout=10) as resp:
-            return json.loads(resp.read())
-
-    def env(self) -> dict:
-        """What the server needs to reach this fake through boto3's own configuration."""
-        return {"AWS_ENDPOINT_URL_LAMBDA": self.url, "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
-                "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
+from conftest import OrqServer
+from lambda_support import FakeLambda, poll
 
 
 @pytest.fixture
 def fake(lambda_zip, tmp_path):
-    proc = subprocess.Popen([sys.executable, str(REPO / "tests/lambda_fake.py"), "--zip",
-                             str(lambda_zip), "--workdir", str(tmp_path / "fake")],
-                            stdout=subprocess.PIPE, text=True)
-    port = int(proc.stdout.readline())
-    yield FakeLambda(proc, port)
-    proc.kill()
-    proc.wait()
+    fake = FakeLambda.start(lambda_zip, tmp_path / "fake")
+    yield fake
+    fake.stop()
 
 
 @pytest.fixture
@@ -51,16 +23,6 @@ def lambda_server(server_factory, fake):
     def make(*flags: str) -> OrqServer:
         return server_factory("--auth", "open", "--backend", "lambda", *flags, env=fake.env())
     return make
-
-
-def _poll(until, timeout: float = 60, every: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = until()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("condition not met in time")
 
 
 def test_jobs_run_on_lambda(lambda_server, fake):
@@ -72,6 +34,7 @@ def test_jobs_run_on_lambda(lambda_server, fake):
     assert (job["status"], job["result"], job["exit_code"], job["error"]) == (
         "DONE", "hi from stdin\n", 0, None)
     assert job["attempts"] == 1 and job["started_at"] and job["duration_ms"] >= 0
+    assert job["backend"] == "lambda" and job["usage"]["max_rss_kb"] > 0
     job = srv.run("echo out; echo err >&2; exit 4", language="bash")
     assert (job["status"], job["result"], job["stderr"], job["exit_code"]) == (
         "ERROR", "out\n", "err\n", 4)
@@ -79,6 +42,17 @@ def test_jobs_run_on_lambda(lambda_server, fake):
     assert (job["status"], job["error"], job["exit_code"], job["result"]) == (
         "ERROR", "timeout", None, "partial\n")
     assert fake.stats()["completed"] == 3
+
+
+def test_jobs_the_function_cannot_run_are_refused(lambda_server, fake):
+    srv = lambda_server()
+    for fields in ({"memory_mb": 1024}, {"backend": "local"}):
+        resp = srv.request("POST", "/jobs", {"uid": 1, "code": "print(1)", **fields})
+        assert resp.status == 400, resp
+    assert resp.json["error"]["code"] == "backend_not_configured"
+    fake.control("config", MemorySize=2048)  # read again after a restart
+    srv.restart()
+    assert srv.run("print(2)", memory_mb=1024)["status"] == "DONE"
 
 
 def test_throttling_keeps_jobs_waiting_then_runs_them(lambda_server, fake):
@@ -92,7 +66,7 @@ def test_throttling_keeps_jobs_waiting_then_runs_them(lambda_server, fake):
         job = srv.request("GET", f"/jobs/{job_id}").json
         seen.append((job["status"], bounced))
         return job if job["status"] in ("DONE", "ERROR", "CANCELLED") else None
-    job = _poll(final, every=0.1)
+    job = poll(final, every=0.1)
     assert (job["status"], job["result"], job["attempts"]) == ("DONE", "finally\n", 1)
     # still WAITING after Lambda had bounced it twice: never RUNNING while throttled
     assert any(status == "WAITING" and bounced >= 2 for status, bounced in seen), seen
@@ -108,7 +82,7 @@ def test_function_still_pending_or_updating_keeps_jobs_waiting(lambda_server, fa
                  message="The operation cannot be performed at this time. "
                          "The function is currently in the following state: Pending")
     job_id = srv.submit("print('ready now')")
-    _poll(lambda: fake.stats()["bounced"] >= 1)
+    poll(lambda: fake.stats()["bounced"] >= 1)
     assert srv.request("GET", f"/jobs/{job_id}").json["status"] == "WAITING"
     job = srv.wait_final(job_id, timeout=90)
     assert (job["status"], job["result"]) == ("DONE", "ready now\n")
@@ -141,7 +115,7 @@ def test_cancel_discards_the_late_result(lambda_server, fake):
     srv.wait_status(job_id, "RUNNING", timeout=60)
     resp = srv.request("DELETE", f"/jobs/{job_id}")
     assert resp.status == 200 and resp.json["status"] == "CANCELLED"
-    _poll(lambda: fake.stats()["completed"] == 1)  # Lambda ran it to the end anyway
+    poll(lambda: fake.stats()["completed"] == 1)  # Lambda ran it to the end anyway
     time.sleep(0.5)
     job = srv.request("GET", f"/jobs/{job_id}").json
     assert (job["status"], job["result"], job["error"]) == ("CANCELLED", "", "cancelled")

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
-from lambda_fake import DRIVER, FAKE_CREDENTIALS, FAKE_SECRET, extract
+from environments import DRIVER
+from lambda_fake import FAKE_CREDENTIALS, FAKE_SECRET, extract
 
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 AS_ROOT = os.geteuid() == 0
@@ -47,10 +48,13 @@ class Environment:
                "ORQ_RUNNER_TMP": str(self.root), "ORQ_SECRET_SETTING": "server-only"}
         proc = subprocess.run(
             [PYTHON, "-c", DRIVER, str(self.task), str(function_timeout)],
-            input=json.dumps(list(events)), capture_output=True, text=True, env=env, check=False,
-            cwd=self.task, timeout=120, **({"user": NOBODY, "group": NOBODY} if AS_ROOT else {}))
+            input="".join(json.dumps(e) + "\n" for e in events), capture_output=True, text=True,
+            env=env, check=False, cwd=self.task, timeout=120,
+            **({"user": NOBODY, "group": NOBODY} if AS_ROOT else {}))
         assert proc.returncode == 0, proc.stderr
-        return [a.get("result", a) for a in json.loads(proc.stdout)]
+        ready, *answers = (json.loads(line) for line in proc.stdout.splitlines())
+        assert ready == {"ready": True}
+        return [a.get("result", a) for a in answers]
 
     def run(self, code: str, **fields) -> dict:
         return self.invoke({"code": code, **fields})[0]
@@ -73,7 +77,7 @@ def test_output_stdin_and_exit_codes(lam):
          "input": "there\n"},
         {"code": "import sys\nprint('partial')\nsys.exit(5)"})
     assert ok == {"stdout": "got HELLO É\n", "stderr": "", "exit_code": 0, "error": None,
-                  "duration_ms": ok["duration_ms"], "truncated": False}
+                  "duration_ms": ok["duration_ms"], "truncated": False, "usage": ok["usage"]}
     assert isinstance(ok["duration_ms"], int) and ok["duration_ms"] >= 0
     assert (bash["stdout"], bash["stderr"], bash["exit_code"]) == ("bash there\n", "oops\n", 3)
     assert (failing["stdout"], failing["exit_code"], failing["error"]) == ("partial\n", 5, None)

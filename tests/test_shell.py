@@ -178,14 +178,14 @@ def test_live_job_appears_in_a_real_terminal(tmp_path, open_server):
         wait_screen("| live")  # the bottom toolbar
         tmux(sock, "send-keys", "-t", "orq", "-l", "get jo")
         wait_screen("orq> get jo")
-        job_id = open_server.submit("print('from elsewhere')", uid=55)
+        job_id = open_server.submit("print('elsewhere')", uid=55)
         shown = wait_screen(f"job {job_id} uid 55 DONE")
         assert open_server.url in shown
         prompt_lines = [line for line in shown.splitlines() if line.startswith("orq>")]
         assert prompt_lines[-1].rstrip() == "orq> get jo", shown  # the typing survived
         tmux(sock, "send-keys", "-t", "orq", "-l", "bs --uid 55")
         tmux(sock, "send-keys", "-t", "orq", "Enter")
-        wait_screen("from elsewhere")
+        wait_screen("  elsewhere")  # the table's last column (80 columns leave it 13)
         tmux(sock, "send-keys", "-t", "orq", "-l", "exit")
         tmux(sock, "send-keys", "-t", "orq", "Enter")
     finally:

@@ -31,6 +31,18 @@ class JobSpec:
     env: tuple[tuple[str, str], ...] = ()
 
 
+@dataclass(frozen=True)
+class Needs:
+    """What a job asks of the place it runs in: the job service asks each backend whether it
+    can run such a job (``Backend.refuses``) when it decides where a job goes."""
+    language: str
+    timeout_s: float
+    memory_mb: int
+    image: str = "host"
+    multi_file: bool = False  # a ``files`` program rather than one ``code`` file
+    version: str | None = None  # the version (prefix) the job asked for, if any
+
+
 @dataclass
 class RunHooks:
     """What a backend calls while it runs a job.
@@ -46,7 +58,8 @@ class RunHooks:
 class Retry(Exception):
     """The infrastructure is not ready (throttled, function updating): try again later.
 
-    Raised only before ``hooks.started`` was called; the job stays WAITING.
+    Raised only before ``hooks.started`` was called; the job stays WAITING. ``delay_s`` is
+    the backend's first wait for this kind of refusal; the job service backs off from it.
     """
 
     def __init__(self, reason: str, delay_s: float) -> None:
@@ -66,7 +79,8 @@ class Backend(abc.ABC):
     name: str = "?"
     # what the host image provides on this backend ([{"language", "version"}], set by start)
     runtimes: list[dict] = []  # noqa: RUF012 - replaced, never mutated
-    multi_file = True  # runs programs of several files (SPEC section 9, "files")
+    # the job service's: to be called when what ``refuses`` answers may have changed
+    on_change: Callable[[], None] | None = None
 
     @property
     @abc.abstractmethod
@@ -82,11 +96,15 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def run(self, spec: JobSpec, hooks: RunHooks) -> dict:
         """Run one job; return the runner's result dict (stdout, stderr, exit_code, error,
-        duration_ms, truncated). Raise Retry or BackendError as documented above."""
+        duration_ms, truncated, usage). Raise Retry or BackendError as documented above."""
 
     @abc.abstractmethod
     async def cancel(self, job_id: int) -> None:
         """Stop a running job now (its run() then returns whatever it has)."""
+
+    def refuses(self, needs: Needs) -> str | None:
+        """Why this backend cannot run such a job (a sentence), or None when it can."""
+        return None
 
     def info(self) -> dict:
         """A few facts for /healthz."""

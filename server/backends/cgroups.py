@@ -16,6 +16,7 @@ from pathlib import Path
 log = logging.getLogger("orq.cgroups")
 ROOT = Path("/sys/fs/cgroup")
 PARENT = "orq"
+WITHOUT_ENV = "_ORQ_WITHOUT_CGROUPS"  # test hook: run as where cgroups are not writable
 
 
 def _write(path: Path, value: str) -> bool:
@@ -44,16 +45,25 @@ def read_small(path: Path | str) -> str:
         os.close(fd)
 
 
+def _read_or_none(read) -> int | None:
+    try:
+        return read()
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 class JobCgroup:
     """One reusable cgroup (one directory per v1 controller): limits in, a job's pids in,
     everything killed at the end. ``configure`` rewrites only limits that changed."""
 
     def __init__(self, dirs: dict[str, Path], version: int) -> None:
         self.by_ctrl = dirs
-        self.dirs = list(dirs.values())
+        self.dirs = list(dict.fromkeys(dirs.values()))
         self.version = version
         self.limits: tuple | None = None
         self._oom_base = 0  # the OOM kill count when the cgroup was last handed out clean
+        self.usage_base: tuple[int | None, int] = (None, 0)  # CPU ns, memory bytes, when clean
+        self._peak_fd: int | None = None  # v2: memory.peak, reset through this descriptor
 
     def configure(self, memory_mb: int, cpus: float, pids: int, io_weight: int) -> None:
         """Apply a job's limits (raises OSError if the kernel refuses them)."""
@@ -114,6 +124,66 @@ class JobCgroup:
         """Whether the kernel's OOM killer struck since the cgroup was handed out."""
         return self._oom_count() > self._oom_base
 
+    def reset_usage(self) -> None:
+        """Take the clean cgroup's CPU time as the next job's base and restart its memory
+        peak from what it holds now (page cache of earlier jobs stays charged to it)."""
+        if self.version == 2:
+            self._reset_peak_v2()
+        elif "memory" in self.by_ctrl:
+            _write(self.by_ctrl["memory"] / "memory.max_usage_in_bytes", "0")
+        self.usage_base = (_read_or_none(self._cpu_ns), _read_or_none(self._memory_now) or 0)
+
+    def _reset_peak_v2(self) -> None:
+        """memory.peak restarts per open descriptor (Linux 6.12+); older kernels have no
+        per-job peak for a reused cgroup (then the peak comes from the job's rusage)."""
+        if self._peak_fd is None:
+            try:
+                self._peak_fd = os.open(self.dirs[0] / "memory.peak", os.O_RDWR)
+            except OSError:
+                return
+        try:
+            os.write(self._peak_fd, b"reset\n")
+        except OSError:
+            os.close(self._peak_fd)
+            self._peak_fd = None
+
+    def _cpu_ns(self) -> int | None:
+        if self.version == 2:
+            for line in read_small(self.dirs[0] / "cpu.stat").splitlines():
+                if line.startswith("usage_usec "):
+                    return int(line.split()[1]) * 1000
+            return None
+        acct = self.by_ctrl.get("cpuacct")
+        return int(read_small(acct / "cpuacct.usage")) if acct is not None else None
+
+    def _memory_now(self) -> int:
+        if self.version == 2:
+            return int(read_small(self.dirs[0] / "memory.current"))
+        return int(read_small(self.by_ctrl["memory"] / "memory.usage_in_bytes"))
+
+    def _memory_peak(self) -> int | None:
+        if self.version == 2:
+            if self._peak_fd is None:
+                return None
+            return int(os.pread(self._peak_fd, 64, 0))
+        return int(read_small(self.by_ctrl["memory"] / "memory.max_usage_in_bytes"))
+
+    @property
+    def measures_usage(self) -> bool:
+        """Whether ``usage`` knows both figures (else the job reports its rusage too)."""
+        return self.usage_base[0] is not None and (self.version == 1 or
+                                                   self._peak_fd is not None)
+
+    def usage(self) -> dict[str, int | None]:
+        """The CPU time and memory peak of what ran here since ``reset_usage`` (None where
+        this cgroup cannot tell). The peak is of all the job's processes together, less
+        what the clean cgroup already held."""
+        cpu_base, mem_base = self.usage_base
+        cpu, peak = _read_or_none(self._cpu_ns), _read_or_none(self._memory_peak)
+        return {"cpu_ms": None if cpu is None or cpu_base is None
+                else round((cpu - cpu_base) / 1e6),
+                "max_rss_kb": None if peak is None else max(0, peak - mem_base) // 1024}
+
     def pids(self) -> list[int]:
         found: set[int] = set()
         for d in self.dirs:
@@ -141,6 +211,9 @@ class JobCgroup:
 
     def remove(self) -> None:
         self.kill_all()
+        if self._peak_fd is not None:
+            os.close(self._peak_fd)
+            self._peak_fd = None
         for d in self.dirs:
             for _ in range(50):
                 try:
@@ -167,7 +240,9 @@ class CgroupManager:
         self._names = itertools.count(1)
 
     def detect(self) -> int | None:
-        if (self.root / "cgroup.controllers").exists():
+        if os.environ.get(WITHOUT_ENV):
+            self.reason = f"{WITHOUT_ENV} is set"
+        elif (self.root / "cgroup.controllers").exists():
             self._setup_v2()
         elif (self.root / "memory").is_dir():
             self._setup_v1()
@@ -179,7 +254,7 @@ class CgroupManager:
         return self.version
 
     def _setup_v1(self) -> None:
-        for ctrl in ("memory", "pids", "cpu", "blkio"):
+        for ctrl in ("memory", "pids", "cpu", "cpuacct", "blkio"):
             parent = self.root / ctrl / PARENT / self.instance
             try:
                 parent.mkdir(parents=True, exist_ok=True)
@@ -234,6 +309,7 @@ class CgroupManager:
         """Back to the pool once empty (blocking: call it off the event loop)."""
         if cgroup.kill_all():
             cgroup.reset_oom()
+            cgroup.reset_usage()
             self._free.append(cgroup)
         else:
             cgroup.remove()
@@ -244,6 +320,7 @@ class CgroupManager:
             d.mkdir(exist_ok=True)
         cgroup = JobCgroup(dirs, self.version)
         cgroup.reset_oom()  # 0 unless the directory was left over
+        cgroup.reset_usage()
         return cgroup
 
     def cleanup_stale(self) -> None:

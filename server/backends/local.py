@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -51,6 +52,7 @@ class Run:
     cgroup: JobCgroup | None
     error: str | None = field(default=None, init=False)
     done: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    rusage: dict | None = field(default=None, init=False)  # of its processes, once exited
 
     def kill(self, reason: str) -> None:
         if self.error is None:
@@ -65,11 +67,42 @@ class Run:
 
 @dataclass
 class ColdRun(Run):
-    """A job in its own sandbox: bwrap started it in a new session."""
+    """A job in its own sandbox: bwrap started it in a new session. Without a cgroup, the
+    job's rusage comes through ``usage_fd`` (see runner/report_usage.py)."""
     proc: asyncio.subprocess.Process
+    usage_fd: int | None = None
 
     def sigkill(self) -> None:
         core.kill_group(self.proc)
+
+    async def exit_code(self) -> int:
+        code = await self.proc.wait()
+        if self.usage_fd is not None:
+            fd, self.usage_fd = self.usage_fd, None
+            self.rusage = read_usage(fd)
+        return code
+
+
+def read_usage(fd: int) -> dict[str, int] | None:
+    """What report_usage.py wrote before it exited (the fd is non-blocking: a sandbox
+    process may still hold the other end for a moment)."""
+    try:
+        cpu_ms, max_rss_kb = (int(n) for n in os.read(fd, 64).split())
+        return {"cpu_ms": cpu_ms, "max_rss_kb": max_rss_kb}
+    except (OSError, ValueError):
+        return None  # killed before it could report
+    finally:
+        os.close(fd)
+
+
+@functools.cache
+def _report_usage_source() -> str:
+    return (Path(core.__file__).parent / "report_usage.py").read_text()
+
+
+def usage_argv(python: str, fd: int | None) -> list[str]:
+    """The prefix that runs a job under report_usage.py, writing to ``fd`` (none: [])."""
+    return [] if fd is None else [python, "-I", "-S", "-c", _report_usage_source(), str(fd)]
 
 
 def instance_name(data_dir) -> str:
@@ -242,28 +275,41 @@ class LocalBackend(Backend):
         fds.update(passwd=memfd("passwd", PASSWD.encode()), group=memfd("group", GROUP.encode()))
         info_r, fds["info"] = os.pipe()
         fds["block"], block_w = os.pipe()
+        usage_r = None
+        # without a cgroup to count it, the job reports its rusage (a python helper: on the
+        # host only; an image may have no python)
+        if spec.root is None and (cgroup is None or not cgroup.measures_usage):
+            usage_r, fds["usage"] = os.pipe()
+            os.set_blocking(usage_r, False)
         # the rlimits are set on bwrap itself (lowering needs no privilege) and inherited by
         # everything in the sandbox: an image need not have prlimit(1)
         env = dict(spec.env) or None
         if spec.root is not None and BY_LANGUAGE[spec.language].env:
             env = {**(env or {}), **dict(BY_LANGUAGE[spec.language].env)}
         argv = (rlimit_argv(self.prlimit, spec, self.config, cgroup is not None)
-                + self.sandbox.argv(fds, env, root=spec.root, binds=binds) + command)
+                + self.sandbox.argv(fds, env, root=spec.root, binds=binds)
+                + usage_argv(self.config.python, fds.get("usage")) + command)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, pass_fds=list(fds.values()),
                 start_new_session=True, **as_unprivileged())
         except OSError as exc:
+            if usage_r is not None:
+                os.close(usage_r)
             raise BackendError(f"cannot start the sandbox: {exc}") from exc
         finally:
             for fd in fds.values():
                 os.close(fd)
-        run = ColdRun(cgroup, proc)
-        with tracked(self._runs, spec.job_id, run):
-            await self._release(run, spec, info_r, block_w)
-            return await supervise(run, spec, hooks, (proc.stdin, proc.stdout, proc.stderr),
-                                   proc.wait)
+        run = ColdRun(cgroup, proc, usage_r)
+        try:
+            with tracked(self._runs, spec.job_id, run):
+                await self._release(run, spec, info_r, block_w)
+                return await supervise(run, spec, hooks,
+                                       (proc.stdin, proc.stdout, proc.stderr), run.exit_code)
+        finally:
+            if run.usage_fd is not None:  # the sandbox failed, or never exited
+                os.close(run.usage_fd)
 
     async def _release(self, run: ColdRun, spec: JobSpec, info_r: int, block_w: int) -> None:
         """Put the sandboxed child into its cgroup and rlimits, then let it run the job."""
@@ -329,7 +375,17 @@ async def supervise(run: Run, spec: JobSpec, hooks: RunHooks, streams: tuple,
     if run.cgroup is not None and run.cgroup.oom_killed() and error in (None, core.TIMEOUT):
         error = core.MEMORY
     returncode = None if exited.cancelled() else exited.result()
-    return core.make_result(out, err, returncode, time.monotonic() - start, error)
+    return core.make_result(out, err, returncode, time.monotonic() - start, error,
+                            job_usage(run))
+
+
+def job_usage(run: Run) -> dict[str, int] | None:
+    """What the job used: its cgroup's accounting where it has one, else (and for what the
+    cgroup cannot tell) the rusage of its processes; None when neither is known."""
+    counted = run.cgroup.usage() if run.cgroup is not None else {}
+    usage = {key: counted.get(key) if counted.get(key) is not None
+             else (run.rusage or {}).get(key) for key in ("cpu_ms", "max_rss_kb")}
+    return None if None in usage.values() else usage
 
 
 def rlimit_argv(prlimit: str | None, spec: JobSpec, config, with_cgroup: bool) -> list[str]:

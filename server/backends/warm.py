@@ -254,6 +254,10 @@ class WarmRunner:
             self._lost(run)
             return None
         run.exited = True
+        usage = reply.get("usage")
+        if isinstance(usage, dict) and all(isinstance(usage.get(k), int)
+                                           for k in ("cpu_ms", "max_rss_kb")):
+            run.rusage = usage
         return int(reply.get("exit", -1))
 
     def _lost(self, run: WarmRun) -> None:

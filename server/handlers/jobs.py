@@ -16,6 +16,7 @@ MAX_LIMIT = 10000
 MAX_FILES = 64
 # a relative path of plain components: no leading '/', no '.' or '..' component
 FILE_NAME = re.compile(r"[\w+-][\w.+-]*(?:/[\w+-][\w.+-]*)*", re.ASCII)
+BACKENDS = ("local", "lambda")
 
 
 def _typed(body: dict, name: str, kinds: tuple, required: bool = False, what: str = ""):
@@ -84,9 +85,12 @@ def parse_job_request(body: dict, config) -> dict:
         cpus=_typed(body, "cpus", number, what="a number"),
         io_weight=_typed(body, "io_weight", (int,), what="an integer between 10 and 1000"))
     password = _typed(body, "password", (str,), False, "a string")
+    backend = _typed(body, "backend", (str,), False, '"local" or "lambda"')
+    if backend not in (None, *BACKENDS):
+        raise ApiError(400, "invalid_field", "'backend' must be \"local\" or \"lambda\"")
     return {"uid": uid, "code": code, "files": files, "input": input_text,
             "language": language, "version": version, "image": image, "limits": limits,
-            "password": password}
+            "password": password, "backend": backend}
 
 
 class JobListMixin:
@@ -131,8 +135,8 @@ class JobsHandler(JobListMixin, BaseHandler):
         await self._act_as(req["uid"], req["password"])
         runtime = await self._runtime(req["language"], req["version"], req["image"])
         job_id = await self.app.jobs.submit(req["uid"], req["code"], req["input"],
-                                            runtime.language, req["limits"], runtime,
-                                            req["files"])
+                                            req["limits"], runtime, req["files"],
+                                            req["backend"], req["version"])
         if parse_flag(self.get_query_argument("wait", "false"), "wait"):
             self.send_json(await self._wait_final(job_id))
         else:

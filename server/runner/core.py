@@ -7,6 +7,7 @@ job's outcome the same way.
 from __future__ import annotations
 
 import os
+import resource
 import selectors
 import signal
 import subprocess
@@ -78,12 +79,13 @@ def decode(data: bytes) -> str:
 
 
 def make_result(stdout: CappedBuffer, stderr: CappedBuffer, returncode: int | None,
-                duration_s: float, error: str | None = None) -> dict:
+                duration_s: float, error: str | None = None,
+                usage: dict | None = None) -> dict:
     """The outcome of one run, in the job fields' own names.
 
     ``returncode`` is the process's status as subprocess reports it (negative for a
     signal); an ``error`` (timeout, memory, output cap, cancel) means the process did
-    not exit on its own, so its exit code is null.
+    not exit on its own, so its exit code is null. ``usage``: ``{"cpu_ms", "max_rss_kb"}``.
     """
     truncated = stdout.truncated or stderr.truncated
     if truncated and error is None:
@@ -98,7 +100,20 @@ def make_result(stdout: CappedBuffer, stderr: CappedBuffer, returncode: int | No
         "error": error,
         "duration_ms": int(duration_s * 1000),
         "truncated": truncated,
+        "usage": usage,
     }
+
+
+def rusage_usage(ru: resource.struct_rusage) -> dict[str, int]:
+    """Usage from a ``resource.struct_rusage`` (of a reaped process: it and the children it
+    waited for). Linux counts ru_maxrss in KiB; it is the largest single process's peak."""
+    return {"cpu_ms": round((ru.ru_utime + ru.ru_stime) * 1000), "max_rss_kb": ru.ru_maxrss}
+
+
+def add_usage(total: dict[str, int], more: dict[str, int]) -> dict[str, int]:
+    """Two processes' usage together: CPU adds up, the peak is the larger one."""
+    return {"cpu_ms": total["cpu_ms"] + more["cpu_ms"],
+            "max_rss_kb": max(total["max_rss_kb"], more["max_rss_kb"])}
 
 
 def kill_group(proc: subprocess.Popen) -> None:
@@ -116,7 +131,8 @@ def run_blocking(argv: list[str], stdin: bytes, timeout_s: float, cwd: str,
 
     The child gets its own session, so a timeout or an overflow kills everything it
     started. Used where no sandbox tool is around the process (AWS Lambda, whose
-    micro-VM is the sandbox) and by the warm runner's children.
+    micro-VM is the sandbox). The result's usage is the child's rusage (it and what it
+    waited for); processes it left behind are the caller's to reap and count.
     """
     start = time.monotonic()
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -126,9 +142,11 @@ def run_blocking(argv: list[str], stdin: bytes, timeout_s: float, cwd: str,
     error = _pump(proc, stdin, out, err, start + timeout_s)
     if error is not None:
         kill_group(proc)
-    returncode = proc.wait()
+    _, status, rusage = os.wait4(proc.pid, 0)  # its rusage: wait(2) would drop it
+    proc.returncode = os.waitstatus_to_exitcode(status)
     kill_group(proc)  # nothing the job started outlives it
-    return make_result(out, err, returncode, time.monotonic() - start, error)
+    return make_result(out, err, proc.returncode, time.monotonic() - start, error,
+                       rusage_usage(rusage))
 
 
 def _pump(proc: subprocess.Popen, stdin: bytes, out: CappedBuffer, err: CappedBuffer,

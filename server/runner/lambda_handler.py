@@ -65,8 +65,9 @@ def handler(event: dict, context=None) -> dict:
             timeout_s, workdir, _env(workdir), job["output_cap"],
             preexec_fn=_limits(job["memory_mb"]))
     finally:
-        _reap_strays()
+        strays = _reap_strays()
         _clean(root)
+    result["usage"] = core.add_usage(result["usage"], strays)
     return fit_response(result)
 
 
@@ -164,12 +165,14 @@ def _children() -> list[int]:
     return found
 
 
-def _reap_strays(rounds: int = 50) -> None:
-    """Kill and reap every process a job left behind (e.g. one that called setsid)."""
+def _reap_strays(rounds: int = 50) -> dict[str, int]:
+    """Kill and reap every process a job left behind (e.g. one that called setsid); their
+    usage, together."""
+    usage = {"cpu_ms": 0, "max_rss_kb": 0}
     for _ in range(rounds):
         strays = _children()
         if not strays:
-            return
+            break
         for pid in strays:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -177,10 +180,11 @@ def _reap_strays(rounds: int = 50) -> None:
                 pass
         for pid in strays:
             try:
-                os.waitpid(pid, 0)
+                usage = core.add_usage(usage, core.rusage_usage(os.wait4(pid, 0)[2]))
             except ChildProcessError:
                 pass
         time.sleep(0.01)
+    return usage
 
 
 def _clean(root: str) -> None:

@@ -23,8 +23,9 @@ down after the report, off the job's critical path.
 Protocol: newline-terminated JSON both ways. Runner -> server ``{"ready": pid}`` once,
 then ``{"prepared": C}`` (C's pid in the sandbox's PID namespace) whenever a job child is
 ready; server -> runner a job ``{"rlimits": {...}}`` with four fds (stdin, stdout, stderr,
-source memfd) attached; runner -> server ``{"exit": code}`` (the exit status, or 128 +
-signal), followed by the next ``{"prepared": ...}``.
+source memfd) attached; runner -> server ``{"exit": code, "usage": {"cpu_ms", "max_rss_kb"}}``
+(the exit status, or 128 + signal; the rusage of H and of the orphans G reaped, absent
+when G was killed before it reported), followed by the next ``{"prepared": ...}``.
 """
 from __future__ import annotations
 
@@ -149,10 +150,11 @@ def serve(chan: Channel, tmp_size: int) -> None:
         for fd in fds:
             os.close(fd)
         job.ctl.close()
-        early = os.read(job.status_r, 16)  # empty when G died without reporting (killed)
+        early = os.read(job.status_r, 64)  # empty when G died without reporting (killed)
         os.close(job.status_r)
         if early:
-            chan.send({"exit": int(early)})
+            code, cpu_ms, max_rss_kb = (int(n) for n in early.split())
+            chan.send({"exit": code, "usage": {"cpu_ms": cpu_ms, "max_rss_kb": max_rss_kb}})
         _, status = os.waitpid(job.pid, 0)
         if not early:
             chan.send({"exit": status_code(status)})
@@ -198,14 +200,18 @@ def job_init(ctl: socket.socket, alive_r: int, status_w: int, tmp_size: int) -> 
     null = os.open("/dev/null", os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
+    cpu_s, max_rss_kb = 0.0, 0  # of the job and the orphans reaped here: its rusage
     while True:  # reap orphans until the job itself ends
-        done, status = os.wait()
+        done, status, rusage = os.wait4(-1, 0)
+        cpu_s += rusage.ru_utime + rusage.ru_stime
+        max_rss_kb = max(max_rss_kb, rusage.ru_maxrss)
         if done == pid:
             try:
                 os.kill(-1, signal.SIGKILL)  # everything else in the namespace
             except ProcessLookupError:
                 pass
-            os.write(status_w, str(status_code(status)).encode())
+            report = f"{status_code(status)} {round(cpu_s * 1000)} {max_rss_kb}"
+            os.write(status_w, report.encode())
             os._exit(status_code(status))
 
 

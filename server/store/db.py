@@ -60,8 +60,9 @@ MIGRATIONS: list[str] = [
     CREATE INDEX tokens_by_uid ON tokens(uid);
     """,
     # 2: images, runtimes, bursting (SPEC sections 9 and 10). The jobs table is rebuilt so
-    # that its new small columns (runtime version, image name and digest, backend, usage,
-    # compile outcome) come before the big texts, as in 1; a multi-file program ("files",
+    # that its new small columns (runtime version, image name and digest, backend, whether
+    # the job asked for that backend (then it runs nowhere else, also after a restart),
+    # usage, compile outcome) come before the big texts, as in 1; a multi-file program ("files",
     # JSON) comes last. The AUTOINCREMENT sequence is carried over: ids are never reused.
     """
     CREATE TABLE jobs_v2 (
@@ -73,6 +74,7 @@ MIGRATIONS: list[str] = [
         image TEXT NOT NULL DEFAULT 'host',
         image_digest TEXT NOT NULL DEFAULT 'host',
         backend TEXT NOT NULL DEFAULT 'local',
+        pinned INTEGER NOT NULL DEFAULT 0,
         exit_code INTEGER,
         error TEXT,
         created_at TEXT NOT NULL,

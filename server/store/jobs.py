@@ -86,13 +86,14 @@ class JobStore:
     async def insert(self, uid: int, language: str, code: str, input_text: str,
                      limits: dict, created_at: str, *, version: str | None = None,
                      image: str = "host", image_digest: str = "host", backend: str = "local",
-                     files: list[dict] | None = None) -> dict:
-        """Store a new WAITING job; returns it as clients see it."""
+                     pinned: bool = False, files: list[dict] | None = None) -> dict:
+        """Store a new WAITING job; returns it as clients see it. ``pinned``: the job asked
+        for ``backend`` and runs nowhere else."""
         rows = await self.db.write_returning(
             "INSERT INTO jobs (uid, status, language, version, image, image_digest, backend,"
-            " created_at, limits, code, input, files)"
-            f" VALUES (?, 'WAITING', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_SUMMARY}",
-            (uid, language, version, image, image_digest, backend, created_at,
+            " pinned, created_at, limits, code, input, files)"
+            f" VALUES (?, 'WAITING', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_SUMMARY}",
+            (uid, language, version, image, image_digest, backend, int(pinned), created_at,
              json.dumps(limits), code, input_text, _json(files)))
         return row_to_job(rows[0])
 
@@ -161,11 +162,21 @@ class JobStore:
             f"UPDATE jobs SET status = ?, {sets} WHERE job_id = ?"
             " AND status IN ('WAITING', 'RUNNING')", (status, *values.values(), job_id))
 
-    async def requeue(self, job_id: int) -> None:
-        """Back to WAITING after a server crash interrupted its run."""
+    async def requeue(self, job_id: int, backend: str) -> None:
+        """Back to WAITING after a server crash interrupted its run; ``backend`` is where it
+        will run now (its pin, else the server's first backend)."""
         await self.db.write(
-            "UPDATE jobs SET status = 'WAITING', started_at = NULL WHERE job_id = ?"
-            " AND status = 'RUNNING'", (job_id,))
+            "UPDATE jobs SET status = 'WAITING', started_at = NULL, backend = ?"
+            " WHERE job_id = ? AND status = 'RUNNING'", (backend, job_id))
+
+    async def record_usage(self, job_id: int, usage: dict) -> dict | None:
+        """The usage of a job cancelled while it ran, known once its processes are gone
+        (after the cancel made it final); the job, or None when there was nothing to set."""
+        job = await self._update("UPDATE jobs SET usage = ? WHERE job_id = ?"
+                                 " AND status = 'CANCELLED' AND usage IS NULL",
+                                 (json.dumps(usage), job_id))
+        self.final.drop(job_id)
+        return job
 
     async def purge(self, job_id: int) -> bool:
         changed = await self.db.write(
@@ -175,9 +186,13 @@ class JobStore:
         self.final.drop(job_id)
         return changed == 1
 
-    async def unfinished(self) -> list[tuple[int, int, str, int]]:
-        """(job_id, uid, status, attempts) of every WAITING or RUNNING job, oldest first."""
+    async def unfinished(self) -> list[dict]:
+        """Every WAITING or RUNNING job, oldest first: job_id, uid, status, attempts, and
+        what the scheduler needs (language, image, limits, backend, pinned, multi_file)."""
         rows = await self.db.fetchall(
-            "SELECT job_id, uid, status, attempts FROM jobs"
+            "SELECT job_id, uid, status, attempts, language, version, image, limits, backend,"
+            " pinned,"
+            " files IS NOT NULL AS multi_file FROM jobs"
             " WHERE status IN ('WAITING', 'RUNNING') ORDER BY job_id")
-        return [tuple(r) for r in rows]
+        return [{**dict(r), "limits": json.loads(r["limits"]), "pinned": bool(r["pinned"]),
+                 "multi_file": bool(r["multi_file"])} for r in rows]

@@ -16,6 +16,10 @@ from .store import FINAL, JobStore, StoreError
 log = logging.getLogger("orq.jobs")
 MAX_ATTEMPTS = 2  # a job interrupted this many times by a crash ends ERROR "interrupted"
 STORE_RETRY_S = 1.0  # while the store refuses writes (disk full), try again this often
+CLOSE_WAIT_S = 1.5  # at shutdown, after the backend stopped: jobs' tasks get this to end
+# results that a job's own run produced: saved even while the server stops (anything else,
+# e.g. "interrupted" by the stop, leaves the job as it is on disk, to run again)
+OWN_OUTCOMES = (None, core.TIMEOUT, core.MEMORY, core.OUTPUT_LIMIT)
 
 
 class JobError(Exception):
@@ -119,12 +123,20 @@ class JobService:
         self._schedule()
 
     async def close(self) -> None:
+        """Stop within a few seconds: no job starts from now on, the backend stops (its jobs
+        stay WAITING or RUNNING on disk and run again after a restart), and every job's
+        task ends, or is cancelled after CLOSE_WAIT_S."""
         self._closing = True
         for handle in self._delayed:
             handle.cancel()
         await self.backend.stop()
-        if self.running:
-            await asyncio.wait(list(self.running.values()), timeout=10)
+        tasks = list(self.running.values())
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=CLOSE_WAIT_S)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=CLOSE_WAIT_S)
 
     # -- requests -------------------------------------------------------------------
 
@@ -209,8 +221,8 @@ class JobService:
 
     async def _run_once(self, uid: int, job_id: int) -> None:
         job = await self.store.get(job_id, with_source=True)
-        if job is None or job["status"] != "WAITING":
-            return  # cancelled or purged while it waited
+        if job is None or job["status"] != "WAITING" or self._closing:
+            return  # cancelled or purged while it waited; or stopping: it stays WAITING
         spec = JobSpec(job_id=job_id, uid=uid, language=job["language"], code=job["code"],
                        input=job["input"], output_cap=self.config.output_cap,
                        version=job["version"], image=job["image"],
@@ -228,9 +240,11 @@ class JobService:
             self._requeue_later(uid, job_id, exc.delay_s)
             return
         except BackendError as exc:
+            if self._closing:
+                return  # the backend stopped: left WAITING or RUNNING, a restart runs it
             result = {"error": f"backend: {exc}"}
-        if self._closing:
-            return  # shutting down: left RUNNING, so a restart runs it again
+        if self._closing and result.get("error") not in OWN_OUTCOMES:
+            return  # killed by the stop: left RUNNING, so a restart runs it again
         status = "DONE" if result.get("exit_code") == 0 and not result.get("error") else "ERROR"
         if result.get("error") == core.CANCELLED:
             return  # cancel() already made it final

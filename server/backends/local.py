@@ -17,6 +17,7 @@ from pathlib import Path
 from ..runner import core
 from .base import Backend, BackendError, BackendUnavailable, JobSpec, RunHooks
 from .cgroups import CgroupManager, JobCgroup
+from .procs import read_info, spawn
 from .sandbox import (
     GROUP,
     PASSWD,
@@ -26,12 +27,14 @@ from .sandbox import (
     find_bwrap,
     interpreter_prefixes,
     memfd,
-    read_info,
     self_test,
 )
 
 log = logging.getLogger("orq.local")
 KILL_GRACE_S = 2.0  # after this, a job that ignored its kill is reported anyway
+STOP_WAIT_S = 1.5  # at shutdown: how long killed jobs and clean-ups get to end, in all
+INFO_TIMEOUT_S = 30.0  # bwrap reports its child's pid well within this, even under load
+STOPPING = "the server is stopping"  # BackendError: the job is left as it is on disk
 # warm runners beyond one per slot: a finished runner prepares its next job child (fork,
 # namespaces, mounts, cgroup migration) while the next job starts at once on the spare,
 # which was prepared while idle. Measured with 2 slots (bench/e2e.py, 3 A/B pairs): the
@@ -82,6 +85,7 @@ class LocalBackend(Backend):
         self.sandbox: Sandbox | None = None
         self._runs: dict[int, Run] = {}
         self._cleanups: set[asyncio.Future] = set()
+        self._stopping = False  # set by stop(): no job starts after it
         self.prlimit = shutil.which("prlimit", path="/usr/bin:/bin")
         self.warm = None  # a warm.WarmPool when python jobs run on warm runners
 
@@ -123,17 +127,24 @@ class LocalBackend(Backend):
             log.warning("warm runners unavailable (%s); python jobs run cold", exc)
 
     async def stop(self) -> None:
+        """Kill every job (they run again after a restart) and the warm runners, within
+        about STOP_WAIT_S; a job on its way to a sandbox sees the flag and does not start."""
+        self._stopping = True
         for run in list(self._runs.values()):
             run.kill(core.INTERRUPTED)
-        for run in list(self._runs.values()):
-            try:
-                await asyncio.wait_for(run.done.wait(), 5)
-            except TimeoutError:
-                pass
+        waits = [asyncio.ensure_future(run.done.wait()) for run in self._runs.values()]
+        if waits:
+            await asyncio.wait(waits, timeout=STOP_WAIT_S)
+            for wait in waits:
+                wait.cancel()
         if self.warm is not None:
             await self.warm.stop()
         if self._cleanups:
-            await asyncio.wait(self._cleanups, timeout=5)
+            await asyncio.wait(self._cleanups, timeout=STOP_WAIT_S)
+
+    def _check_stopping(self) -> None:
+        if self._stopping:
+            raise BackendError(STOPPING)
 
     def info(self) -> dict:
         warm = self.warm is not None and not self.warm.disabled
@@ -146,11 +157,13 @@ class LocalBackend(Backend):
             run.kill(core.CANCELLED)
 
     async def run(self, spec: JobSpec, hooks: RunHooks) -> dict:
+        self._check_stopping()
         if spec.language == "python" and self.warm is not None:
             limits = rlimits(spec, self.config, self.cgroups.version is not None)
             result = await self.warm.run(spec, hooks, self._runs, limits)
             if result is not None:
                 return result
+            self._check_stopping()  # no cold start for a job the warm pool gave back
         cgroup = self.cgroups.acquire(spec.memory_mb, spec.cpus, self.config.max_pids,
                                       spec.io_weight)
         try:
@@ -176,12 +189,16 @@ class LocalBackend(Backend):
                 + rlimit_argv(self.prlimit, spec, self.config, cgroup is not None)
                 + core.job_argv(spec.language, source, self.config.python, self.config.bash))
         try:
-            proc = await asyncio.create_subprocess_exec(
+            proc = await spawn(
                 *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, pass_fds=list(fds.values()),
                 start_new_session=True, **as_unprivileged())
-        except OSError as exc:
-            raise BackendError(f"cannot start the sandbox: {exc}") from exc
+        except BaseException as exc:
+            os.close(info_r)
+            os.close(block_w)
+            if isinstance(exc, OSError):
+                raise BackendError(f"cannot start the sandbox: {exc}") from exc
+            raise
         finally:
             for fd in fds.values():
                 os.close(fd)
@@ -195,16 +212,23 @@ class LocalBackend(Backend):
         """Put the sandboxed child into its cgroup and rlimits, then let it run the job."""
         loop = asyncio.get_running_loop()
         try:
-            info = await loop.run_in_executor(None, read_info, info_r)
+            info = await read_info(info_r, INFO_TIMEOUT_S)
             child = int(json.loads(info)["child-pid"])
             if run.cgroup is not None:  # a v1 migration may wait for an RCU grace period
                 await loop.run_in_executor(None, run.cgroup.add, child)
+            self._check_stopping()  # stop() may have come while this job was on its way
             os.write(block_w, b"go")
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TimeoutError, BackendError) as exc:
             run.kill(core.INTERRUPTED)
-            await run.proc.wait()
-            stderr = (await run.proc.stderr.read()).decode(errors="replace").strip()
-            raise BackendError(f"the sandbox did not start: {stderr or exc}") from exc
+            await asyncio.wait([asyncio.ensure_future(run.proc.wait())], timeout=KILL_GRACE_S)
+            if self._stopping:
+                raise BackendError(STOPPING) from exc
+            try:
+                stderr = await asyncio.wait_for(run.proc.stderr.read(), KILL_GRACE_S)
+            except TimeoutError:
+                stderr = b""
+            raise BackendError("the sandbox did not start: "
+                               f"{stderr.decode(errors='replace').strip() or exc}") from exc
         finally:
             os.close(info_r)
             os.close(block_w)
@@ -216,6 +240,9 @@ def tracked(runs: dict[int, Run], job_id: int, run: Run):
     runs[job_id] = run
     try:
         yield
+    except BaseException:
+        run.kill(core.INTERRUPTED)  # e.g. cancelled: nothing runs on without supervision
+        raise
     finally:
         runs.pop(job_id, None)
         run.done.set()

@@ -22,8 +22,9 @@ from pathlib import Path
 from ..runner import core
 from .base import JobSpec, RunHooks
 from .cgroups import CgroupManager, JobCgroup, read_small
-from .local import Run, supervise, tracked
-from .sandbox import GROUP, PASSWD, Sandbox, as_unprivileged, memfd, read_info
+from .local import STOP_WAIT_S, Run, supervise, tracked
+from .procs import read_info, spawn
+from .sandbox import GROUP, PASSWD, Sandbox, as_unprivileged, memfd
 
 log = logging.getLogger("orq.warm")
 RUNNER_SOURCE = Path(__file__).resolve().parent.parent / "runner" / "warm.py"
@@ -122,10 +123,14 @@ class WarmRunner:
         argv = runner_argv(sandbox, fds) + [python, "-u", "/job/warm.py", str(theirs.fileno()),
                                             str(tmp_size)]
         try:
-            proc = await asyncio.create_subprocess_exec(
+            proc = await spawn(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE, pass_fds=[*fds.values(), theirs.fileno()],
                 start_new_session=True, **as_unprivileged())
+        except BaseException:
+            os.close(info_r)
+            ours.close()
+            raise
         finally:
             for fd in fds.values():
                 os.close(fd)
@@ -135,15 +140,21 @@ class WarmRunner:
             await runner._handshake(info_r)
         except (RunnerBroken, OSError, ValueError, KeyError, TimeoutError) as exc:
             runner.kill()
-            stderr = (await proc.stderr.read()).decode(errors="replace").strip()
-            raise WarmUnavailable(f"runner did not start: {stderr or exc}") from exc
+            try:
+                stderr = await asyncio.wait_for(proc.stderr.read(), PROTOCOL_TIMEOUT_S)
+            except TimeoutError:
+                stderr = b""
+            raise WarmUnavailable("runner did not start: "
+                                  f"{stderr.decode(errors='replace').strip() or exc}") from exc
+        except BaseException:  # cancelled (the server is stopping): leave nothing running
+            runner.kill()
+            raise
         runner.stderr_task = asyncio.ensure_future(_log_stderr(runner))
         return runner
 
     async def _handshake(self, info_r: int) -> None:
-        loop = asyncio.get_running_loop()
         try:
-            info = await asyncio.wait_for(loop.run_in_executor(None, read_info, info_r), 30)
+            info = await read_info(info_r, 30)
         finally:
             os.close(info_r)
         sandbox_init = int(json.loads(info)["child-pid"])
@@ -311,6 +322,7 @@ class WarmPool:
         self.idle: asyncio.Queue[WarmRunner | None] = asyncio.Queue()
         self.runners: set[WarmRunner] = set()
         self.disabled = False
+        self.stopped = False  # set by stop(): no runner is started or handed out after it
         self.replaced = 0  # runners replaced after dying or misbehaving (for /healthz)
         self._tasks: set[asyncio.Task] = set()
 
@@ -355,12 +367,18 @@ class WarmPool:
             raise WarmUnavailable(f"a test job failed: {reason}")
 
     async def stop(self) -> None:
+        """Kill every runner, wake every job waiting for one (it gets None), and start none
+        again; waits at most about STOP_WAIT_S for the runners to be gone."""
+        self.stopped = True
+        for _ in range(self.size):
+            self.idle.put_nowait(None)
         for task in self._tasks:
-            task.cancel()
+            task.cancel()  # a replacement on its way (its start is cancel-safe)
         for runner in self.runners:
             runner.kill(self.release_cgroup)
-        for runner in self.runners:
-            await runner.proc.wait()
+        waits = [asyncio.ensure_future(r.proc.wait()) for r in self.runners] + list(self._tasks)
+        if waits:
+            await asyncio.wait(waits, timeout=STOP_WAIT_S)
         self.runners.clear()
 
     async def run(self, spec: JobSpec, hooks: RunHooks, runs: dict,
@@ -376,21 +394,27 @@ class WarmPool:
             healthy = runner.alive and not (result["error"] or "").startswith("backend:")
             return result
         except RunnerBroken as exc:
-            log.warning("%s; replacing it and running the job cold", exc)
+            if not self.stopped:
+                log.warning("%s; replacing it and running the job cold", exc)
             return None
         finally:
             self._release(runner, healthy)
 
     async def _acquire(self) -> WarmRunner | None:
-        while not self.disabled:
+        while not self.disabled and not self.stopped:
             runner = await self.idle.get()
-            if runner is None or runner.alive:
+            if runner is None or self.stopped:
+                return None
+            if runner.alive:
                 return runner
             log.warning("warm runner %d died while idle; replacing it", runner.proc.pid)
             self._release(runner, False)
         return None
 
     def _release(self, runner: WarmRunner, healthy: bool) -> None:
+        if self.stopped:
+            runner.kill(self.release_cgroup)
+            return
         if healthy:
             runner.prepare(self)
             self.idle.put_nowait(runner)
@@ -410,6 +434,9 @@ class WarmPool:
                 log.warning("cannot replace a warm runner (attempt %d): %s", attempt + 1, exc)
                 await asyncio.sleep(1 + attempt)
                 continue
+            if self.stopped:
+                runner.kill()
+                return
             self.runners.add(runner)
             runner.prepare(self)
             self.idle.put_nowait(runner)

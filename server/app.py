@@ -27,6 +27,7 @@ from .config import Config, ConfigError
 from .events import EventBus
 from .handlers.base import body_too_large
 from .jobs import JobService
+from .lock import DataDirError, DataDirLock
 from .routes import routes
 from .store import Database, JobStore, StoreError, TokenStore, UserStore
 
@@ -158,6 +159,7 @@ async def build(config: Config, backend: Backend | None = None) -> App:
 
 
 async def serve(config: Config) -> int:
+    DataDirLock.acquire(config.data_dir)  # held until the process ends
     app = await build(config)
     server = HTTPServer(
         make_app(app), xheaders=config.trust_proxy, max_body_size=HARD_BODY_LIMIT,
@@ -193,8 +195,9 @@ async def _first_signal() -> None:
 
 
 def _exit_now(sig: int, why: str = "a second signal") -> None:
-    """Exit without waiting for anything: the sandboxes die with the server, their jobs
-    run again after a restart, and the database is safe (WAL: a commit is durable)."""
+    """Exit without waiting for anything: the sandboxes die with the server (the reaper
+    kills what does not, see backends/ownership.py), their jobs run again after a
+    restart, and the database is safe (WAL: a commit is durable)."""
     log.warning("%s: exiting now", why)
     logging.shutdown()
     os._exit(128 + sig)
@@ -274,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"admin uid {args.uid} is ready")
             return 0
         return asyncio.run(serve(config))
-    except (BackendUnavailable, StoreError, ConfigError, AuthError, OSError) as exc:
+    except (BackendUnavailable, StoreError, ConfigError, AuthError, DataDirError,
+            OSError) as exc:
         print(f"orq-server: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

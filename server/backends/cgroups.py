@@ -245,10 +245,3 @@ class CgroupManager:
         cgroup = JobCgroup(dirs, self.version)
         cgroup.reset_oom()  # 0 unless the directory was left over
         return cgroup
-
-    def cleanup_stale(self) -> None:
-        """Remove job cgroups left by a previous run of the server (after a crash)."""
-        for parent in self.controllers.values():
-            for child in parent.iterdir() if parent.exists() else ():
-                if child.is_dir():
-                    JobCgroup({"any": child}, self.version or 1).remove()

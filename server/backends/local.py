@@ -17,6 +17,7 @@ from pathlib import Path
 from ..runner import core
 from .base import Backend, BackendError, BackendUnavailable, JobSpec, RunHooks
 from .cgroups import CgroupManager, JobCgroup
+from .ownership import Ownership
 from .procs import read_info, spawn
 from .sandbox import (
     GROUP,
@@ -82,6 +83,7 @@ class LocalBackend(Backend):
     def __init__(self, config) -> None:
         self.config = config
         self.cgroups = CgroupManager(instance=instance_name(config.data_dir))
+        self.ownership = Ownership(self.cgroups)
         self.sandbox: Sandbox | None = None
         self._runs: dict[int, Run] = {}
         self._cleanups: set[asyncio.Future] = set()
@@ -94,6 +96,8 @@ class LocalBackend(Backend):
         return self.config.slots
 
     async def start(self) -> None:
+        self.cgroups.detect()
+        self.ownership.claim()  # before this server starts any process
         try:
             bwrap = find_bwrap()
             self.sandbox = Sandbox(bwrap, interpreter_prefixes(self.config.python,
@@ -103,11 +107,8 @@ class LocalBackend(Backend):
                 None, self_test, self.sandbox, self.config.python)
         except SandboxUnavailable as exc:
             raise BackendUnavailable(str(exc)) from exc
-        self.cgroups.detect()
         if self.prlimit is None:
             log.warning("prlimit(1) not found (Debian: util-linux); jobs run without rlimits")
-        if self.cgroups.version:
-            self.cgroups.cleanup_stale()
         if self.config.warm:
             await self._start_warm()
         log.info("local backend ready: %d slots, cgroup v%s, python jobs %s", self.capacity,
@@ -141,6 +142,7 @@ class LocalBackend(Backend):
             await self.warm.stop()
         if self._cleanups:
             await asyncio.wait(self._cleanups, timeout=STOP_WAIT_S)
+        await self.ownership.release()
 
     def _check_stopping(self) -> None:
         if self._stopping:

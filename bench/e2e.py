@@ -3,9 +3,14 @@
 orq: submit N ``print(1)`` jobs over HTTP (16 kept-alive connections), wait until every one is DONE.
 Baseline: spawn ``python3 -c 'print(1)'`` N times with the same parallelism (orq's slots)
 and read its output, with nothing else around it.
+
+    .venv/bin/python bench/e2e.py                      # one quick repetition (100 jobs)
+    .venv/bin/python bench/e2e.py --seccomp-ab         # orq with / without the seccomp filter
+    .venv/bin/python bench/e2e.py --seccomp-ab --warm false --reps 5 --count 300
 """
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -129,5 +134,52 @@ def run(reps: int = 3, count: int = 500) -> list[dict]:
                         "and this client)")}]
 
 
+def run_seccomp_ab(reps: int = 3, count: int = 300, warm: bool = True) -> list[dict]:
+    """The same load on two servers started alike but for ``--seccomp``, in alternating
+    repetitions (so both see the same machine): jobs/s with the filter over without."""
+    slots = os.cpu_count() or 1
+    tmp = Path(tempfile.mkdtemp(prefix="orq-bench-seccomp-"))
+    rates: dict[str, list[float]] = {"true": [], "false": []}
+    try:
+        servers = {flag: orq_server(tmp / flag, "open", ["--slots", str(slots), "--seccomp",
+                                                         flag, "--warm", str(warm).lower()])
+                   for flag in rates}
+        with servers["true"].start() as on, servers["false"].start() as off:
+            for srv in (on, off):
+                asyncio.run(orq_run(srv.url, 20))  # warm-up
+            for rep in range(reps):
+                order = (on, off) if rep % 2 == 0 else (off, on)
+                for srv in order:
+                    flag = "true" if srv is on else "false"
+                    rates[flag].append(count / asyncio.run(orq_run(srv.url, count)))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    ratios = [a / b for a, b in zip(rates["true"], rates["false"], strict=True)]
+    path = "warm" if warm else "cold"
+    return [{"figure": f"trivial python jobs/s ({count} x print(1), {path} path) with the "
+                       "seccomp filter", "baseline": "the same server without it (--seccomp false)",
+             "baseline_value": f"{median(rates['false']):.1f}/s",
+             "value": f"{median(rates['true']):.1f}/s", "ratio": median(ratios),
+             "target": ">= 0.95x", "met": median(ratios) >= 0.95,
+             "detail": f"slots={slots}; alternating reps; ratios per rep: "
+                       + ", ".join(f"{r:.2f}" for r in ratios)}]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=1)
+    parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--seccomp-ab", action="store_true",
+                        help="measure orq with and without its seccomp filter, in one run")
+    parser.add_argument("--warm", default="true", choices=("true", "false"),
+                        help="with --seccomp-ab: the warm (default) or the cold path")
+    args = parser.parse_args(argv)
+    if args.seccomp_ab:
+        rows = run_seccomp_ab(args.reps, args.count, args.warm == "true")
+    else:
+        rows = run(reps=args.reps, count=args.count)
+    print(json.dumps(rows, indent=1))
+
+
 if __name__ == "__main__":
-    print(json.dumps(run(reps=1, count=100), indent=1))
+    main()

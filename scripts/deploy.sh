@@ -8,8 +8,9 @@ source "$(dirname "$0")/lib.sh"
 usage() { sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 deploy_local() {
-  # the sandbox (bubblewrap), prlimit (util-linux) and the jobs' python interpreter
-  install_packages bubblewrap util-linux python3
+  # the sandbox (bubblewrap), prlimit (util-linux), the jobs' python interpreter and
+  # libseccomp (compiles the jobs' seccomp filter)
+  install_packages bubblewrap util-linux python3 libseccomp2
   ensure_venv "."
   say "starting orq-server (Ctrl+C or SIGTERM stops it)"
   exec "$VENV/bin/orq-server" "$@"

@@ -6,8 +6,9 @@ source "$(dirname "$0")/lib.sh"
 cd "$ORQ_ROOT"
 
 # bubblewrap: the sandbox; util-linux: prlimit; python3: the jobs' interpreter;
-# chromium: dashboard tests; tmux: the shell's terminal test; wrk: benchmarks
-install_packages bubblewrap util-linux python3 chromium tmux wrk
+# libseccomp2: the jobs' seccomp filter; chromium: dashboard tests; tmux: the shell's
+# terminal test; wrk: benchmarks
+install_packages bubblewrap util-linux python3 libseccomp2 chromium tmux wrk
 ensure_venv ".[test]"
 
 say "ruff"

@@ -35,6 +35,7 @@ class Config:
     python: str = "/usr/bin/python3"  # interpreter for python jobs, inside the sandbox
     bash: str = "/bin/bash"
     warm: bool = True  # warm sandboxed runners (falls back to cold when unsupported)
+    seccomp: bool = True  # the seccomp filter on every job (off only to measure its cost)
     # users and quotas
     max_unfinished_per_user: int = 1000
     token_ttl_s: int = 7 * 24 * 3600
@@ -77,6 +78,7 @@ _OPTIONS: dict[str, tuple[type, str]] = {
     "python": (str, "python interpreter used for jobs"),
     "bash": (str, "bash used for jobs"),
     "warm": (bool, "use warm sandboxed runners for python jobs"),
+    "seccomp": (bool, "a seccomp filter on every job (turn it off only to measure it)"),
     "max_unfinished_per_user": (int, "quota of unfinished jobs per user"),
     "token_ttl_s": (int, "lifetime of login tokens"),
     "metrics_public": (bool, "serve /metrics without admin credentials"),

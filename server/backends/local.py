@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..runner import core
+from . import seccomp
 from .base import Backend, BackendError, BackendUnavailable, JobSpec, RunHooks
 from .cgroups import CgroupManager, JobCgroup
 from .ownership import Ownership
@@ -90,6 +91,7 @@ class LocalBackend(Backend):
         self._stopping = False  # set by stop(): no job starts after it
         self.prlimit = shutil.which("prlimit", path="/usr/bin:/bin")
         self.warm = None  # a warm.WarmPool when python jobs run on warm runners
+        self.seccomp: bytes | None = None  # the jobs' filter (BPF), unless --seccomp false
 
     @property
     def capacity(self) -> int:
@@ -103,10 +105,19 @@ class LocalBackend(Backend):
             self.sandbox = Sandbox(bwrap, interpreter_prefixes(self.config.python,
                                                                self.config.bash),
                                    self.config.tmp_size_mb)
-            await asyncio.get_running_loop().run_in_executor(
-                None, self_test, self.sandbox, self.config.python)
-        except SandboxUnavailable as exc:
+            if self.config.seccomp:
+                self.seccomp = seccomp.build()
+            fds = {"seccomp": memfd("seccomp", self.seccomp)} if self.seccomp else {}
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    None, self_test, self.sandbox, self.config.python, fds)
+            finally:
+                for fd in fds.values():
+                    os.close(fd)
+        except (SandboxUnavailable, seccomp.SeccompUnavailable) as exc:
             raise BackendUnavailable(str(exc)) from exc
+        if not self.seccomp:
+            log.warning("jobs run without a seccomp filter (--seccomp false)")
         if self.prlimit is None:
             log.warning("prlimit(1) not found (Debian: util-linux); jobs run without rlimits")
         if self.config.warm:
@@ -117,10 +128,11 @@ class LocalBackend(Backend):
     async def _start_warm(self) -> None:
         from .warm import WarmPool, WarmUnavailable  # warm imports this module
         cfg = self.config
+        filters = (seccomp.build(seccomp.RUNNER_NEEDS), self.seccomp) if self.seccomp else None
         pool = WarmPool(self.sandbox, cfg.python, self.capacity + SPARE_RUNNERS,
                         cfg.tmp_size_mb, self.cgroups,
                         (cfg.memory_mb, cfg.cpus, cfg.max_pids, cfg.io_weight),
-                        self._release_later)
+                        self._release_later, filters)
         try:
             await pool.start()
             self.warm = pool
@@ -185,6 +197,8 @@ class LocalBackend(Backend):
         source = "/job/" + core.SOURCE_NAMES[spec.language]
         fds = {source: memfd("source", spec.code.encode("utf-8", "surrogatepass")),
                "passwd": memfd("passwd", PASSWD.encode()), "group": memfd("group", GROUP.encode())}
+        if self.seccomp:
+            fds["seccomp"] = memfd("seccomp", self.seccomp)
         info_r, fds["info"] = os.pipe()
         fds["block"], block_w = os.pipe()
         argv = (self.sandbox.argv(fds)

@@ -32,6 +32,7 @@ RUNNER_SOURCE = Path(__file__).resolve().parent.parent / "runner" / "warm.py"
 RUNNER_CAPS = ("CAP_SYS_ADMIN", "CAP_SETPCAP")
 PROTOCOL_TIMEOUT_S = 10.0
 BREAK_ENV = "_ORQ_WARM_WITHOUT_CAPS"  # test hook: start runners without their capabilities
+JOB_FILTER = "/job/seccomp.bpf"  # the jobs' seccomp filter, as the runner reads it
 
 
 class WarmUnavailable(Exception):
@@ -114,14 +115,20 @@ class WarmRunner:
         return self.proc.returncode is None
 
     @classmethod
-    async def start(cls, sandbox: Sandbox, python: str, tmp_size: int) -> WarmRunner:
+    async def start(cls, sandbox: Sandbox, python: str, tmp_size: int,
+                    filters: tuple[bytes, bytes] | None = None) -> WarmRunner:
+        """Start a runner; ``filters``: the seccomp programs (BPF) of the runner itself
+        (the jobs' one minus what it needs to prepare a job) and of its jobs."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         info_r, info_w = os.pipe()
         fds = {"/job/warm.py": memfd("warm", _runner_source()),
                "passwd": memfd("passwd", PASSWD.encode()), "group": memfd("group", GROUP.encode()),
                "info": info_w}
+        if filters:
+            fds["seccomp"] = memfd("seccomp", filters[0])
+            fds[JOB_FILTER] = memfd("job-seccomp", filters[1])
         argv = runner_argv(sandbox, fds) + [python, "-u", "/job/warm.py", str(theirs.fileno()),
-                                            str(tmp_size)]
+                                            str(tmp_size), *([JOB_FILTER] if filters else [])]
         try:
             proc = await spawn(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
@@ -310,8 +317,10 @@ class WarmPool:
 
     def __init__(self, sandbox: Sandbox, python: str, size: int, tmp_size_mb: int,
                  cgroups: CgroupManager, cgroup_defaults: tuple[int, float, int, int],
-                 release_cgroup: Callable[[JobCgroup], None]) -> None:
+                 release_cgroup: Callable[[JobCgroup], None],
+                 filters: tuple[bytes, bytes] | None = None) -> None:
         self.sandbox, self.python, self.size = sandbox, python, size
+        self.filters = filters  # seccomp programs: see WarmRunner.start
         # job cgroups: taken from the manager with default limits (memory_mb, cpus, pids,
         # io_weight) while a runner is idle, reconfigured for the job, and handed back
         # through release_cgroup afterwards
@@ -328,14 +337,14 @@ class WarmPool:
 
     async def start(self) -> None:
         """Start every runner; raise WarmUnavailable (with the reason) if warm cannot work here."""
-        first = await WarmRunner.start(self.sandbox, self.python, self.tmp_size)
+        first = await self._start_runner()
         self.runners.add(first)
         first.prepare(self)
         first.log_level = logging.DEBUG
         await self._probe(first)
         first.log_level = logging.WARNING
-        rest = await asyncio.gather(*(WarmRunner.start(self.sandbox, self.python, self.tmp_size)
-                                      for _ in range(self.size - 1)), return_exceptions=True)
+        rest = await asyncio.gather(*(self._start_runner() for _ in range(self.size - 1)),
+                                    return_exceptions=True)
         for runner in rest:
             if isinstance(runner, BaseException):
                 await self.stop()
@@ -344,6 +353,9 @@ class WarmPool:
             runner.prepare(self)
         for runner in self.runners:
             self.idle.put_nowait(runner)
+
+    async def _start_runner(self) -> WarmRunner:
+        return await WarmRunner.start(self.sandbox, self.python, self.tmp_size, self.filters)
 
     async def _probe(self, runner: WarmRunner) -> None:
         """Run one real job through every step (namespaces, mounts, capability drop)."""
@@ -429,7 +441,7 @@ class WarmPool:
     async def _replace(self) -> None:
         for attempt in range(3):
             try:
-                runner = await WarmRunner.start(self.sandbox, self.python, self.tmp_size)
+                runner = await self._start_runner()
             except WarmUnavailable as exc:
                 log.warning("cannot replace a warm runner (attempt %d): %s", attempt + 1, exc)
                 await asyncio.sleep(1 + attempt)

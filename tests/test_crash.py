@@ -7,6 +7,7 @@ import signal
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 from conftest import BIN, free_port
 from reliability_support import (
@@ -71,6 +72,19 @@ def wait_until(predicate, timeout: float) -> bool:
     return True
 
 
+def sandbox_files() -> set[str]:
+    """Entries of the host's /tmp and /dev/shm owned by the sandboxes' user (65534)."""
+    found = set()
+    for place in (Path("/tmp"), Path("/dev/shm")):
+        for entry in place.iterdir():
+            try:
+                if entry.lstat().st_uid == 65534:
+                    found.add(str(entry))
+            except OSError:
+                pass
+    return found
+
+
 def reaper_of(tree: dict) -> list[int]:
     return [pid for (pid, _), cmd in tree.items() if "reaper.py" in cmd]
 
@@ -82,6 +96,7 @@ def test_kill9_at_random_moments_leaves_no_process(server_factory):
     srv = server_factory("--auth", "open", "--slots", "2")
     rng = random.Random(16)
     stop, survivors, cycles = threading.Event(), [], 12
+    files_before = sandbox_files()
     load = threading.Thread(target=lambda: submit_all(
         srv.port, [(uid, CODES[uid % 3]) for uid in range(100000)], threads=3, stop=stop))
     load.start()
@@ -121,6 +136,7 @@ def test_kill9_at_random_moments_leaves_no_process(server_factory):
     assert not any(d.exists() for d in instance_cgroups(srv.data_dir)), \
         cgroup_children(srv.data_dir)
     assert sorted(p.name for p in srv.data_dir.iterdir()) == ["orq.db", "server.lock"]
+    assert sandbox_files() <= files_before  # no temporary file of a sandbox on the host
 
 
 def leftover_in(srv, tree: dict) -> subprocess.Popen:

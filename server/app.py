@@ -160,6 +160,7 @@ async def build(config: Config, backend: Backend | None = None) -> App:
 
 async def serve(config: Config) -> int:
     DataDirLock.acquire(config.data_dir)  # held until the process ends
+    stop = _watch_signals()  # from here on, also while the backend starts
     app = await build(config)
     server = HTTPServer(
         make_app(app), xheaders=config.trust_proxy, max_body_size=HARD_BODY_LIMIT,
@@ -169,9 +170,8 @@ async def serve(config: Config) -> int:
     server.listen(config.port, config.host)
     log.info("orq %s listening on http://%s:%d (backend %s, auth %s, data %s)", __version__,
              config.host, config.port, config.backend, config.auth, config.data_dir)
-    await _first_signal()
+    await stop.wait()
     log.info("stopping: no new connections; running jobs will run again after a restart")
-    _exit_after(STOP_DEADLINE_S)
     server.stop()
     await app.jobs.close()
     await _bounded(server.close_all_connections(), "closing connections")
@@ -180,18 +180,20 @@ async def serve(config: Config) -> int:
     return 0
 
 
-async def _first_signal() -> None:
-    """Wait for SIGTERM or SIGINT; from then on a second one exits at once."""
+def _watch_signals() -> asyncio.Event:
+    """An event set by the first SIGTERM or SIGINT, which also starts the deadline of the
+    stop (STOP_DEADLINE_S); a second signal exits at once."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
-    def first(sig: int) -> None:
+    def first() -> None:
         stop.set()
+        _exit_after(STOP_DEADLINE_S)
         for again in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(again, _exit_now, again)
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, first, sig)
-    await stop.wait()
+        loop.add_signal_handler(sig, first)
+    return stop
 
 
 def _exit_now(sig: int, why: str = "a second signal") -> None:

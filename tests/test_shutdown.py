@@ -158,3 +158,19 @@ def test_sigint_stops_like_sigterm(server_factory):
     assert_clean_exit(srv, signal.SIGINT)
     finish_after_restart(srv, acked)
 
+
+
+def test_sigterm_while_the_server_starts(server_factory):
+    """During start-up (warm runners starting): before its handlers exist the signal's
+    default action ends the process (-15); after, the stop waits for the start-up to end
+    and is graceful. Either way within 5 s, and the data dir is usable at once."""
+    srv = server_factory("--auth", "open")
+    acked = [post(srv)]
+    srv.kill()
+    for delay in (0.1, 0.4, 0.7, 1.0, 1.5):
+        srv.start(wait=False)
+        time.sleep(delay)
+        code, seconds = stop_timed(srv)
+        print(f"signal after {delay}s: exit {code} after {seconds:.2f}s")
+        assert seconds < EXIT_S and code in (0, -signal.SIGTERM), srv.log()
+    finish_after_restart(srv, acked)

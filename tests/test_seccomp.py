@@ -64,7 +64,8 @@ def errnos(srv: OrqServer) -> dict[str, object]:
 def filtered(request, tmp_path_factory):
     srv = OrqServer(tmp_path_factory.mktemp(f"seccomp-{request.param}") / "data",
                     ["--auth", "open", "--warm", str(request.param == "warm").lower()]).start()
-    assert srv.request("GET", "/healthz").json["warm"] is (request.param == "warm"), srv.log()
+    health = srv.request("GET", "/healthz").json
+    assert (health["warm"], health["seccomp"]) == (request.param == "warm", True), srv.log()
     yield srv
     srv.kill()
 
@@ -85,6 +86,7 @@ def test_without_the_filter_they_do_not_fail_alike(server_factory, warm):
     assert (seen["unshare"], seen["keyctl"], seen["add_key"]) == ("ok", "ok", "ok"), seen
     assert seen["clone3"] == errno.EINVAL, seen  # a real clone3 refusing a 0-byte argument
     assert "without a seccomp filter" in srv.log()
+    assert srv.request("GET", "/healthz").json["seccomp"] is False
 
 
 ORDINARY = """

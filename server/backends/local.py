@@ -163,7 +163,8 @@ class LocalBackend(Backend):
     def info(self) -> dict:
         warm = self.warm is not None and not self.warm.disabled
         return {**super().info(), "cgroup": self.cgroups.version, "running": len(self._runs),
-                "warm": warm, "warm_replaced": self.warm.replaced if self.warm else 0}
+                "warm": warm, "warm_replaced": self.warm.replaced if self.warm else 0,
+                "seccomp": self.seccomp is not None}
 
     async def cancel(self, job_id: int) -> None:
         run = self._runs.get(job_id)

@@ -2,16 +2,12 @@
 from __future__ import annotations
 
 import asyncio
-import codecs
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..runner import core
@@ -31,10 +27,10 @@ from .sandbox import (
     memfd,
     self_test,
 )
+from .supervise import KILL_GRACE_S, STOP_WAIT_S, Run, supervise, tracked
+from .warm import WarmPool, WarmUnavailable
 
 log = logging.getLogger("orq.local")
-KILL_GRACE_S = 2.0  # after this, a job that ignored its kill is reported anyway
-STOP_WAIT_S = 1.5  # at shutdown: how long killed jobs and clean-ups get to end, in all
 INFO_TIMEOUT_S = 30.0  # bwrap reports its child's pid well within this, even under load
 STOPPING = "the server is stopping"  # BackendError: the job is left as it is on disk
 # warm runners beyond one per slot: a finished runner prepares its next job child (fork,
@@ -43,25 +39,6 @@ STOPPING = "the server is stopping"  # BackendError: the job is left as it is on
 # machine busy 1.73-1.76 cores instead of 1.58-1.61, 0.96-1.01x the bare spawn loop
 # instead of 0.87-0.93x; the cost is one more idle runner (~12 MB RSS, ~3 MB PSS).
 SPARE_RUNNERS = 1
-
-
-@dataclass
-class Run:
-    """One running job, as LocalBackend's cancel/stop and ``supervise`` see it. A subclass
-    says how its processes are signalled; the cgroup, where there is one, gets the rest."""
-    cgroup: JobCgroup | None
-    error: str | None = field(default=None, init=False)
-    done: asyncio.Event = field(default_factory=asyncio.Event, init=False)
-
-    def kill(self, reason: str) -> None:
-        if self.error is None:
-            self.error = reason
-        self.sigkill()
-        if self.cgroup is not None:
-            self.cgroup.kill_all()
-
-    def sigkill(self) -> None:
-        raise NotImplementedError
 
 
 @dataclass
@@ -126,7 +103,6 @@ class LocalBackend(Backend):
                  self.cgroups.version or " none (rlimits)", "warm" if self.warm else "cold")
 
     async def _start_warm(self) -> None:
-        from .warm import WarmPool, WarmUnavailable  # warm imports this module
         cfg = self.config
         filters = (seccomp.build(seccomp.RUNNER_NEEDS), self.seccomp) if self.seccomp else None
         pool = WarmPool(self.sandbox, cfg.python, self.capacity + SPARE_RUNNERS,
@@ -251,57 +227,6 @@ class LocalBackend(Backend):
             os.close(block_w)
 
 
-@contextlib.contextmanager
-def tracked(runs: dict[int, Run], job_id: int, run: Run):
-    """``run`` in LocalBackend's running jobs (for cancel and stop) while the block runs."""
-    runs[job_id] = run
-    try:
-        yield
-    except BaseException:
-        run.kill(core.INTERRUPTED)  # e.g. cancelled: nothing runs on without supervision
-        raise
-    finally:
-        runs.pop(job_id, None)
-        run.done.set()
-
-
-async def supervise(run: Run, spec: JobSpec, hooks: RunHooks, streams: tuple,
-                    exit_code: Callable[[], Awaitable[int | None]]) -> dict:
-    """Start a job that is ready to run: feed it its input, collect its output (``streams``:
-    its stdin, stdout, stderr), kill it on timeout, and make its result.
-
-    ``exit_code()`` waits for the job's exit code (None when there is none); if the job
-    has not exited KILL_GRACE_S after its kill, it is cancelled and the job ends without one.
-    """
-    if not await hooks.started():
-        run.kill(core.CANCELLED)  # cancelled between leaving the queue and starting
-    start = time.monotonic()
-    out, err = core.CappedBuffer(spec.output_cap), core.CappedBuffer(spec.output_cap)
-    tasks = [asyncio.ensure_future(_feed(streams[0], spec.input.encode("utf-8",
-                                                                      "surrogatepass"))),
-             asyncio.ensure_future(_drain(run, streams[1], out, "stdout", hooks)),
-             asyncio.ensure_future(_drain(run, streams[2], err, "stderr", hooks))]
-    exited = asyncio.ensure_future(exit_code())
-    done, _ = await asyncio.wait({exited}, timeout=spec.timeout_s)
-    if not done:
-        run.kill(core.TIMEOUT)
-        done, _ = await asyncio.wait({exited}, timeout=KILL_GRACE_S)
-    if not done:
-        log.warning("job %s: sandbox did not exit after SIGKILL", spec.job_id)
-        exited.cancel()
-        await asyncio.wait({exited})  # its clean-up (see WarmRunner._exit_code) runs now
-    _, pending = await asyncio.wait(tasks, timeout=KILL_GRACE_S)
-    if pending:
-        log.warning("job %s: output pipes still open after the job ended", spec.job_id)
-    for task in tasks:
-        task.cancel()
-    error = run.error
-    if run.cgroup is not None and run.cgroup.oom_killed() and error in (None, core.TIMEOUT):
-        error = core.MEMORY
-    returncode = None if exited.cancelled() else exited.result()
-    return core.make_result(out, err, returncode, time.monotonic() - start, error)
-
-
 def rlimit_argv(prlimit: str | None, spec: JobSpec, config, with_cgroup: bool) -> list[str]:
     """A prlimit(1) prefix: rlimits set inside the sandbox, inherited by everything the job
     starts (the server may lack CAP_SYS_RESOURCE, so it cannot set them from outside).
@@ -321,26 +246,3 @@ def rlimits(spec: JobSpec, config, with_cgroup: bool) -> dict[str, int]:
         limits["as"] = (spec.memory_mb + 64) * 1024 * 1024
         limits["nproc"] = config.max_pids * config.slots
     return limits
-
-
-async def _feed(stream: asyncio.StreamWriter, data: bytes) -> None:
-    try:
-        if data:
-            stream.write(data)
-            await stream.drain()
-    except (BrokenPipeError, ConnectionResetError):
-        pass  # the job did not read all of its input
-    finally:
-        stream.close()
-
-
-async def _drain(run: Run, stream: asyncio.StreamReader, buf: core.CappedBuffer, name: str,
-                 hooks: RunHooks) -> None:
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    while chunk := await stream.read(65536):
-        kept = buf.add(chunk)
-        if kept:
-            hooks.output(name, decoder.decode(kept))
-        if buf.truncated:
-            run.kill(core.OUTPUT_LIMIT)
-            return

@@ -22,9 +22,9 @@ from pathlib import Path
 from ..runner import core
 from .base import JobSpec, RunHooks
 from .cgroups import CgroupManager, JobCgroup, read_small
-from .local import STOP_WAIT_S, Run, supervise, tracked
 from .procs import read_info, spawn
 from .sandbox import GROUP, PASSWD, Sandbox, as_unprivileged, memfd
+from .supervise import STOP_WAIT_S, Run, supervise, tracked
 
 log = logging.getLogger("orq.warm")
 RUNNER_SOURCE = Path(__file__).resolve().parent.parent / "runner" / "warm.py"

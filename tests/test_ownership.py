@@ -46,7 +46,10 @@ time.sleep(300)
 @pytest.fixture
 def instance(tmp_path):
     name = f"test-{os.getpid()}-{time.monotonic_ns() % 10**6}"
-    (V2 / "orq" / name).mkdir(parents=True)
+    try:
+        (V2 / "orq" / name).mkdir(parents=True)
+    except OSError as exc:
+        pytest.skip(f"cannot make a cgroup here: {exc}")
     yield name
     leftovers = [V2 / "orq" / name]
     reaper.kill_tree(leftovers)

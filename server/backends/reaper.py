@@ -36,6 +36,8 @@ def kill_tree(roots: list[Path], keep: frozenset[int] = frozenset()) -> set[int]
     """SIGKILL every process in these subtrees but ``keep`` until none is left (or 2 s
     passed); returns the pids it found. v2's cgroup.kill, where there is one and nothing
     is kept, kills a whole subtree at once, so nothing there can fork away meanwhile."""
+    spared = keep | {os.getpid(), 1}  # whatever got in there, never the caller or init
+    killed = pids_in(roots) - spared  # read first: after cgroup.kill they are gone
     if not keep:  # (only when nothing is kept: cgroup.kill spares nobody)
         for root in roots:
             try:
@@ -43,10 +45,8 @@ def kill_tree(roots: list[Path], keep: frozenset[int] = frozenset()) -> set[int]
                     f.write("1")
             except OSError:
                 pass  # cgroup v1, or a kernel older than 5.14: the loop below does it
-    killed: set[int] = set()
-    keep = keep | {os.getpid(), 1}  # whatever got in there, never the caller or init
     deadline = time.monotonic() + 2.0
-    while (pids := pids_in(roots) - keep) and time.monotonic() < deadline:
+    while (pids := pids_in(roots) - spared) and time.monotonic() < deadline:
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from conftest import free_port
-from reliability_support import rss_kb
+from reliability_support import process_tree, rss_kb
 
 BENCH = REPO / "bench"
 BIN = Path(sys.executable).parent
@@ -79,6 +79,19 @@ class Server:
         """User + system CPU seconds this server process has used so far (all threads)."""
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def tree_cpu_s(self) -> float:
+        """CPU seconds of this server and every process below it (sandboxes, runners, the
+        jobs), live or already reaped: what the other processes of a shared machine do
+        not blur, unlike wall time or the machine's busy time."""
+        total = 0
+        for pid in [self.proc.pid] + [pid for pid, _ in process_tree(self.proc.pid)]:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile: its time is in its parent's children's time
+            total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+        return total / os.sysconf("SC_CLK_TCK")
 
     def rss_mb(self) -> float:
         return rss_kb(self.proc.pid) / 1024

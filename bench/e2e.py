@@ -3,9 +3,14 @@
 orq: submit N ``print(1)`` jobs over HTTP (16 kept-alive connections), wait until every one is DONE.
 Baseline: spawn ``python3 -c 'print(1)'`` N times with the same parallelism (orq's slots)
 and read its output, with nothing else around it.
+
+    .venv/bin/python bench/e2e.py                      # one quick repetition (100 jobs)
+    .venv/bin/python bench/e2e.py --seccomp-ab         # orq with / without the seccomp filter
+    .venv/bin/python bench/e2e.py --seccomp-ab --warm false --reps 5 --count 300
 """
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -17,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 from statistics import median
 
-from common import KeepAlive, machine_cpu_s, orq_server
+from common import KeepAlive, machine_cpu_s, orq_server, request_json
 from reliability_support import all_jobs  # tests/ is on sys.path: common put it there
 
 PYTHON = "/usr/bin/python3"  # what orq's config runs python jobs with
@@ -129,5 +134,72 @@ def run(reps: int = 3, count: int = 500) -> list[dict]:
                         "and this client)")}]
 
 
+SYSCALLS = ("import os, time\nn = 200000\nt = time.process_time()\nfor _ in range(n):\n"
+            "    os.getppid()\nprint((time.process_time() - t) / n * 1e9)")
+
+
+def run_seccomp_ab(reps: int = 3, count: int = 300, warm: bool = True) -> list[dict]:
+    """The same load on two servers started alike but for ``--seccomp``, in alternating
+    repetitions (so both see the same machine): jobs/s, and the CPU time per job of each
+    server's whole process tree (less blurred by a busy machine than wall time), with the
+    filter over without; and the CPU cost of one system call inside a job (200,000
+    getppid), where a filter's cost is paid."""
+    slots = os.cpu_count() or 1
+    tmp = Path(tempfile.mkdtemp(prefix="orq-bench-seccomp-"))
+    flags = ("true", "false")
+    rates, cpu_ms, call_ns = ({f: [] for f in flags} for _ in range(3))
+    try:
+        servers = {flag: orq_server(tmp / flag, "open", ["--slots", str(slots), "--seccomp",
+                                                         flag, "--warm", str(warm).lower()])
+                   for flag in flags}
+        with servers["true"].start() as on, servers["false"].start() as off:
+            for srv in (on, off):
+                asyncio.run(orq_run(srv.url, 20))  # warm-up
+            for rep in range(reps):
+                for flag, srv in (("true", on), ("false", off))[::1 if rep % 2 else -1]:
+                    cpu = srv.tree_cpu_s()
+                    rates[flag].append(count / asyncio.run(orq_run(srv.url, count)))
+                    cpu_ms[flag].append(1000 * (srv.tree_cpu_s() - cpu) / count)
+                    call_ns[flag].append(float(request_json(
+                        srv.url + "/jobs?wait=true", "POST",
+                        {"uid": 1, "code": SYSCALLS, "input": ""})["result"]))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    path = "warm" if warm else "cold"
+
+    def row(figure: str, values: dict, unit: str, higher_is_better: bool, detail: str) -> dict:
+        ratios = [a / b for a, b in zip(values["true"], values["false"], strict=True)]
+        ratio = median(ratios)
+        return {"figure": figure, "baseline": "the same server with --seccomp false",
+                "baseline_value": f"{median(values['false']):.1f}{unit}",
+                "value": f"{median(values['true']):.1f}{unit}", "ratio": ratio,
+                "target": ">= 0.95x" if higher_is_better else "<= 1.05x",
+                "met": ratio >= 0.95 if higher_is_better else ratio <= 1.05,
+                "detail": f"slots={slots}; {reps} alternating reps; {detail}; ratios per rep: "
+                          + ", ".join(f"{r:.2f}" for r in ratios)}
+    return [row(f"trivial python jobs/s ({count} x print(1), {path} path) with the seccomp "
+                "filter", rates, "/s", True, "wall time, blurred by whatever else runs"),
+            row(f"CPU per trivial job ({path} path) with the seccomp filter", cpu_ms, " ms",
+                False, "user+system time of the server and every process below it"),
+            row(f"one system call in a job (getppid, {path} path) with the seccomp filter",
+                call_ns, " ns", False, "CPU time per call in a 200,000-call loop")]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=1)
+    parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--seccomp-ab", action="store_true",
+                        help="measure orq with and without its seccomp filter, in one run")
+    parser.add_argument("--warm", default="true", choices=("true", "false"),
+                        help="with --seccomp-ab: the warm (default) or the cold path")
+    args = parser.parse_args(argv)
+    if args.seccomp_ab:
+        rows = run_seccomp_ab(args.reps, args.count, args.warm == "true")
+    else:
+        rows = run(reps=args.reps, count=args.count)
+    print(json.dumps(rows, indent=1))
+
+
 if __name__ == "__main__":
-    print(json.dumps(run(reps=1, count=100), indent=1))
+    main()

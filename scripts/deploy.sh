@@ -8,9 +8,10 @@ source "$(dirname "$0")/lib.sh"
 usage() { sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 deploy_local() {
-  # the sandbox (bubblewrap), prlimit (util-linux), the jobs' python interpreter, and the
-  # image tools (mmdebstrap: images from Debian packages; skopeo + umoci: container images)
-  install_packages bubblewrap util-linux python3 mmdebstrap umoci skopeo
+  # the sandbox (bubblewrap), prlimit (util-linux), the jobs' python interpreter, libseccomp
+  # (compiles the jobs' seccomp filter) and the image tools (mmdebstrap: images from Debian
+  # packages; skopeo + umoci: container images)
+  install_packages bubblewrap util-linux python3 libseccomp2 mmdebstrap umoci skopeo
   ensure_venv "."
   # --runtimes LIST: build the images those languages need first (a second run reuses them)
   local args=() runtimes="" data_dir="${ORQ_DATA_DIR:-./data}"

@@ -7,9 +7,10 @@ cd "$ORQ_ROOT"
 
 # bubblewrap: the sandbox; util-linux: prlimit (and unshare, mount and git: the installed
 # wheel's test hides the checkout and lists its files); python3: the jobs' interpreter;
-# mmdebstrap, umoci, skopeo: images; busybox-static: the tests' offline OCI images;
-# chromium: dashboard tests; tmux: the shell's terminal test; wrk: benchmarks
-install_packages bubblewrap util-linux mount git python3 mmdebstrap umoci skopeo \
+# libseccomp2: the jobs' seccomp filter; mmdebstrap, umoci, skopeo: images; busybox-static:
+# the tests' offline OCI images; chromium: dashboard tests; tmux: the shell's terminal test;
+# wrk: benchmarks
+install_packages bubblewrap util-linux mount git python3 libseccomp2 mmdebstrap umoci skopeo \
   busybox-static chromium tmux wrk
 # the test extra also brings build (the wheel and sdist), openapi-python-client and
 # schemathesis (the OpenAPI document judged by outside tools)

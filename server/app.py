@@ -6,9 +6,11 @@ import asyncio
 import getpass
 import json
 import logging
+import os
 import re
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -29,11 +31,16 @@ from .images import cli as images_cli
 from .images.catalog import ImageCatalog, reprobe
 from .images.store import ImageError, ImageFiles
 from .jobs import JobService
+from .lock import DataDirError, DataDirLock
 from .routes import routes
 from .store import Database, ImageRows, JobStore, StoreError, TokenStore, UserStore
 
 log = logging.getLogger("orq")
 HARD_BODY_LIMIT = 8 * 1024 * 1024  # beyond this tornado drops the connection itself
+# from the first SIGTERM/SIGINT to the exit, whatever the jobs are doing (systemd's and
+# Kubernetes' default kill timeouts are 90 s and 30 s: a stop must never run into them)
+STOP_DEADLINE_S = 4.0
+STEP_S = 1.0  # each of the last steps (connections, database) gets at most this
 _SECRET_QUERY = re.compile(r"(token|password)=[^&]*", re.IGNORECASE)
 
 
@@ -185,6 +192,8 @@ async def open_catalog(config: Config, db: Database, backend: Backend) -> ImageC
 
 
 async def serve(config: Config) -> int:
+    DataDirLock.acquire(config.data_dir)  # held until the process ends
+    stop = _watch_signals()  # from here on, also while the backend starts
     app = await build(config)
     server = HTTPServer(
         make_app(app), xheaders=config.trust_proxy, max_body_size=HARD_BODY_LIMIT,
@@ -195,17 +204,65 @@ async def serve(config: Config) -> int:
     log.info("orq %s listening on http://%s:%d (backend %s, burst %s, auth %s, data %s)",
              __version__, config.host, config.port, config.backend, config.burst, config.auth,
              config.data_dir)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping: no new connections; running jobs will run again after a restart")
     server.stop()
     await app.jobs.close()
-    await server.close_all_connections()
-    await app.db.close()
+    await _bounded(server.close_all_connections(), "closing connections")
+    await _bounded(app.db.close(), "closing the database")
+    await _end_other_tasks()
     return 0
+
+
+def _watch_signals() -> asyncio.Event:
+    """An event set by the first SIGTERM or SIGINT, which also starts the deadline of the
+    stop (STOP_DEADLINE_S); a second signal exits at once."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def first() -> None:
+        stop.set()
+        _exit_after(STOP_DEADLINE_S)
+        for again in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(again, _exit_now, again)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, first)
+    return stop
+
+
+def _exit_now(sig: int, why: str = "a second signal") -> None:
+    """Exit without waiting for anything: the sandboxes die with the server (the reaper
+    kills what does not, see backends/ownership.py), their jobs run again after a
+    restart, and the database is safe (WAL: a commit is durable)."""
+    log.warning("%s: exiting now", why)
+    logging.shutdown()
+    os._exit(128 + sig)
+
+
+def _exit_after(seconds: float) -> None:
+    """The bound of a stop: whatever still runs then (a thread stuck in a system call,
+    a task that ignores cancellation), the process exits."""
+    timer = threading.Timer(seconds, _exit_now, (signal.SIGTERM,
+                                                 f"still stopping after {seconds:g} s"))
+    timer.daemon = True  # it must not itself keep the process alive
+    timer.start()
+
+
+async def _bounded(aw, what: str) -> None:
+    try:
+        await asyncio.wait_for(aw, STEP_S)
+    except TimeoutError:
+        log.warning("stopping: gave up %s after %g s", what, STEP_S)
+
+
+async def _end_other_tasks() -> None:
+    """Cancel what is left (WebSocket handlers, requests waiting for a job) and wait for
+    it here, with a bound, rather than in asyncio.run, which waits without one."""
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=STEP_S)
 
 
 async def create_admin(config: Config, uid: int, password: str) -> None:
@@ -263,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "image":
             return asyncio.run(images_cli.run(args, config))
         return asyncio.run(serve(config))
-    except (BackendUnavailable, StoreError, ConfigError, AuthError, ImageError, OSError) as exc:
+    except (BackendUnavailable, StoreError, ConfigError, AuthError, DataDirError, ImageError,
+            OSError) as exc:
         print(f"orq-server: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

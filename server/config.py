@@ -38,6 +38,7 @@ class Config:
     warm: bool = True  # warm sandboxed runners (falls back to cold when unsupported)
     compile_timeout_s: float = 10.0  # wall limit of a compiled language's compile step
     compile_cache_mb: int = 1024  # compile results kept under the data dir (LRU beyond)
+    seccomp: bool = True  # the seccomp filter on every job (off only to measure its cost)
     # users and quotas
     max_unfinished_per_user: int = 1000
     token_ttl_s: int = 7 * 24 * 3600
@@ -84,6 +85,7 @@ _OPTIONS: dict[str, tuple[type, str]] = {
     "warm": (bool, "use warm sandboxed runners for python jobs"),
     "compile_timeout_s": (float, "wall limit of a compile step in seconds"),
     "compile_cache_mb": (int, "size of the compile cache under the data dir"),
+    "seccomp": (bool, "a seccomp filter on every job (turn it off only to measure it)"),
     "max_unfinished_per_user": (int, "quota of unfinished jobs per user"),
     "token_ttl_s": (int, "lifetime of login tokens"),
     "metrics_public": (bool, "serve /metrics without admin credentials"),

@@ -22,6 +22,10 @@ MAX_ATTEMPTS = 2  # a job interrupted this many times by a crash ends ERROR "int
 STORE_RETRY_S = 1.0  # while the store refuses writes (disk full), try again this often
 HOLD_CAP_S = 20.0  # the longest a refusing backend (Lambda throttling) is left alone
 Kind = tuple[str | None, Needs]  # a queued job's pin (a backend name, or None) and needs
+CLOSE_WAIT_S = 1.5  # at shutdown, after the backend stopped: jobs' tasks get this to end
+# results that a job's own run produced: saved even while the server stops (anything else,
+# e.g. "interrupted" by the stop, leaves the job as it is on disk, to run again)
+OWN_OUTCOMES = (None, core.TIMEOUT, core.MEMORY, core.OUTPUT_LIMIT)
 
 
 class JobError(Exception):
@@ -109,13 +113,21 @@ class JobService:
         self._schedule()
 
     async def close(self) -> None:
+        """Stop within a few seconds: no job starts from now on, the backend stops (its jobs
+        stay WAITING or RUNNING on disk and run again after a restart), and every job's
+        task ends, or is cancelled after CLOSE_WAIT_S."""
         self._closing = True
         for handle in self._delayed | self._wakeups:
             handle.cancel()
         for backend in self.backends.values():
             await backend.stop()
-        if self.running:
-            await asyncio.wait(list(self.running.values()), timeout=10)
+        tasks = list(self.running.values())
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=CLOSE_WAIT_S)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=CLOSE_WAIT_S)
 
     # -- requests -------------------------------------------------------------------
 
@@ -275,8 +287,8 @@ class JobService:
 
     async def _run_once(self, uid: int, job_id: int, kind: Kind, name: str) -> None:
         job = await self.store.get(job_id, with_source=True)
-        if job is None or job["status"] != "WAITING":
-            return  # cancelled or purged while it waited
+        if job is None or job["status"] != "WAITING" or self._closing:
+            return  # cancelled or purged while it waited; or stopping: it stays WAITING
         backend = self.backends[name]
         reason = backend.refuses(kind[1])  # e.g. the function's memory changed since
         if reason is not None and kind[0] is None and name != self.backend.name:
@@ -307,9 +319,11 @@ class JobService:
             self.queue.push(uid, job_id, kind, front=True)
             return
         except BackendError as exc:
+            if self._closing:
+                return  # the backend stopped: left WAITING or RUNNING, a restart runs it
             result = {"error": f"backend: {exc}"}
-        if self._closing:
-            return  # shutting down: left RUNNING, so a restart runs it again
+        if self._closing and result.get("error") not in OWN_OUTCOMES:
+            return  # killed by the stop: left RUNNING, so a restart runs it again
         if result.get("error") == core.CANCELLED:
             await self._record_usage(job_id, result.get("usage"))  # cancel() made it final
             return

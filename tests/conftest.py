@@ -51,12 +51,15 @@ class OrqServer:
         self.proc: subprocess.Popen | None = None
         self.log_path = data_dir.parent / f"server-{self.port}.log"
 
-    def start(self, timeout: float = 20) -> OrqServer:
+    def start(self, timeout: float = 20, wait: bool = True) -> OrqServer:
+        """Start the server; unless ``wait`` is false, return once it answers /healthz."""
         env = {**os.environ, **self.env}
         with open(self.log_path, "ab") as log:  # the child keeps its own copy of the fd
             self.proc = subprocess.Popen(
                 [*self.command, "--port", str(self.port), "--data-dir",
                  str(self.data_dir), *self.args], stdout=log, stderr=subprocess.STDOUT, env=env)
+        if not wait:
+            return self
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import http.client
 import json
+import os
 import random
 import sqlite3
 import threading
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from conftest import FINAL
+
+from server.backends.local import instance_name
 
 BLOCKER_UID = 10**6  # owns the sleeping jobs that hold every slot (block_slots)
 
@@ -228,3 +231,65 @@ def submit_during_kills(srv, work: list[tuple[int, str]], cycles: int, rng: rand
         submit_all(srv.port, work, threads=threads, ledger=ledger, stop=stop)
     killer.join()
     return ledger, seen
+
+
+# -- processes and cgroups a server leaves behind (issue 16) ------------------------------
+
+def _stat(pid: int | str) -> tuple[int, str, int] | None:
+    """(ppid, state, start time in clock ticks) of a process, None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[1]), fields[0], int(fields[19])
+
+
+def process_tree(root: int) -> dict[tuple[int, int], str]:
+    """Every live descendant of ``root``: (pid, start time) -> command line. The start
+    time tells a process from a later one that reuses its pid."""
+    kids: dict[int, list[int]] = {}
+    starts: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (stat := _stat(entry)) is not None and stat[1] != "Z":
+            kids.setdefault(stat[0], []).append(int(entry))
+            starts[int(entry)] = stat[2]
+    found, todo = {}, [root]
+    while todo:
+        for pid in kids.get(todo.pop(), []):
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            found[(pid, starts[pid])] = cmd
+            todo.append(pid)
+    return found
+
+
+def still_alive(procs: dict[tuple[int, int], str]) -> dict[tuple[int, int], str]:
+    """Those of ``procs`` still running. A zombie counts as gone: it holds nothing but its
+    pid, and on this machine pid 1 never reaps the orphans it adopts."""
+    return {key: cmd for key, cmd in procs.items()
+            if (stat := _stat(key[0])) is not None and stat[2] == key[1] and stat[1] != "Z"}
+
+
+def wait_gone(procs: dict[tuple[int, int], str], timeout: float) -> dict[tuple[int, int], str]:
+    """Wait until every one of ``procs`` is gone; returns those still alive at the end."""
+    deadline = time.monotonic() + timeout
+    while (left := still_alive(procs)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+def instance_cgroups(data_dir: Path) -> list[Path]:
+    """The cgroup directories of the server of ``data_dir`` (orq/<instance>), one per
+    hierarchy the local backend uses (cgroup v1 or v2)."""
+    root = Path("/sys/fs/cgroup")
+    hierarchies = [root] if (root / "cgroup.controllers").exists() else \
+        [root / c for c in ("memory", "pids", "cpu", "blkio")]
+    return [h / "orq" / instance_name(data_dir) for h in hierarchies]
+
+
+def cgroup_children(data_dir: Path) -> list[str]:
+    """The names of the cgroups under orq/<instance>, every hierarchy together."""
+    return sorted(c.name for d in instance_cgroups(data_dir) if d.is_dir()
+                  for c in d.iterdir() if c.is_dir())

@@ -7,6 +7,7 @@ attack works, so a contained attack shows no LEAK in its output.
 """
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import statistics
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import OrqServer
 from images_support import DEBIAN, InImage, copy_data_dir, debian_template
+from test_seccomp import errnos
 
 SECRET = "orq-hostile-secret-7c1e"  # in the server's environment; no job may see it
 HEALTH_P95_S = 0.5
@@ -371,3 +373,14 @@ def test_jobs_cannot_see_each_others_tmp(srv, health) -> None:
     assert srv.wait_final(writer)["status"] == "DONE"
     after = run(srv, "import os; print(os.listdir('/tmp'), os.listdir('/dev/shm'))", uid=5)
     assert after["result"] == "[] []\n", after  # nothing leaks into the next job either
+
+
+# -- kernel interfaces (issue 16) --------------------------------------------------------
+
+def test_kernel_interfaces_behind_recent_escapes_are_denied(srv, health) -> None:
+    """The whole list, errno by errno, is in test_seccomp.py; here the attack runs with
+    the others, under the /healthz probe."""
+    seen = errnos(srv)
+    for name in ("io_uring_setup", "userfaultfd", "perf_event_open", "bpf", "keyctl",
+                 "add_key", "ptrace", "mount", "unshare", "open_by_handle_at"):
+        assert seen[name] == errno.EPERM, (name, seen)

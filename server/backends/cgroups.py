@@ -322,10 +322,3 @@ class CgroupManager:
         cgroup.reset_oom()  # 0 unless the directory was left over
         cgroup.reset_usage()
         return cgroup
-
-    def cleanup_stale(self) -> None:
-        """Remove job cgroups left by a previous run of the server (after a crash)."""
-        for parent in self.controllers.values():
-            for child in parent.iterdir() if parent.exists() else ():
-                if child.is_dir():
-                    JobCgroup({"any": child}, self.version or 1).remove()

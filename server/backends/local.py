@@ -2,25 +2,24 @@
 from __future__ import annotations
 
 import asyncio
-import codecs
-import contextlib
 import functools
 import hashlib
 import json
 import logging
 import os
 import shutil
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..runner import core
 from ..runtimes import BY_LANGUAGE, Recipe, command, host_recipes, program
+from . import seccomp
 from .base import Backend, BackendError, BackendUnavailable, JobSpec, RunHooks
 from .cgroups import CgroupManager, JobCgroup
 from .compile import CompileCache, Compiler
+from .ownership import Ownership
 from .probe import probe
+from .procs import read_info, spawn
 from .sandbox import (
     GROUP,
     PASSWD,
@@ -30,39 +29,21 @@ from .sandbox import (
     find_bwrap,
     interpreter_prefixes,
     memfd,
-    read_info,
     self_test,
 )
+from .supervise import KILL_GRACE_S, STOP_WAIT_S, Run, supervise, tracked
 from .view import shared_dir
+from .warm import WarmPool, WarmUnavailable
 
 log = logging.getLogger("orq.local")
-KILL_GRACE_S = 2.0  # after this, a job that ignored its kill is reported anyway
+INFO_TIMEOUT_S = 30.0  # bwrap reports its child's pid well within this, even under load
+STOPPING = "the server is stopping"  # BackendError: the job is left as it is on disk
 # warm runners beyond one per slot: a finished runner prepares its next job child (fork,
 # namespaces, mounts, cgroup migration) while the next job starts at once on the spare,
 # which was prepared while idle. Measured with 2 slots (bench/e2e.py, 3 A/B pairs): the
 # machine busy 1.73-1.76 cores instead of 1.58-1.61, 0.96-1.01x the bare spawn loop
 # instead of 0.87-0.93x; the cost is one more idle runner (~12 MB RSS, ~3 MB PSS).
 SPARE_RUNNERS = 1
-
-
-@dataclass
-class Run:
-    """One running job, as LocalBackend's cancel/stop and ``supervise`` see it. A subclass
-    says how its processes are signalled; the cgroup, where there is one, gets the rest."""
-    cgroup: JobCgroup | None
-    error: str | None = field(default=None, init=False)
-    done: asyncio.Event = field(default_factory=asyncio.Event, init=False)
-    rusage: dict | None = field(default=None, init=False)  # of its processes, once exited
-
-    def kill(self, reason: str) -> None:
-        if self.error is None:
-            self.error = reason
-        self.sigkill()
-        if self.cgroup is not None:
-            self.cgroup.kill_all()
-
-    def sigkill(self) -> None:
-        raise NotImplementedError
 
 
 @dataclass
@@ -116,9 +97,11 @@ class LocalBackend(Backend):
     def __init__(self, config) -> None:
         self.config = config
         self.cgroups = CgroupManager(instance=instance_name(config.data_dir))
+        self.ownership = Ownership(self.cgroups)
         self.sandbox: Sandbox | None = None
         self._runs: dict[int, Run] = {}
         self._cleanups: set[asyncio.Future] = set()
+        self._stopping = False  # set by stop(): no job starts after it
         self.prlimit = shutil.which("prlimit", path="/usr/bin:/bin")
         self.warm = None  # a warm.WarmPool when python jobs run on warm runners
         self._active: set[int] = set()  # compiled jobs between their compile and run
@@ -127,42 +110,51 @@ class LocalBackend(Backend):
                              shared_dir(Path(config.data_dir)) / "cache",
                              config.compile_cache_mb * 1024 * 1024)
         self.compiler = Compiler(cache, self._contained, config.compile_timeout_s)
+        self.seccomp: bytes | None = None  # the jobs' filter (BPF), unless --seccomp false
 
     @property
     def capacity(self) -> int:
         return self.config.slots
 
     async def start(self) -> None:
+        self.cgroups.detect()
+        self.ownership.claim()  # before this server starts any process
         try:
             bwrap = find_bwrap()
             self.sandbox = Sandbox(bwrap, interpreter_prefixes(self.config.python,
                                                                self.config.bash),
                                    self.config.tmp_size_mb)
-            await asyncio.get_running_loop().run_in_executor(
-                None, self_test, self.sandbox, self.config.python)
-        except SandboxUnavailable as exc:
+            if self.config.seccomp:
+                self.seccomp = seccomp.build()
+            fds = {"seccomp": memfd("seccomp", self.seccomp)} if self.seccomp else {}
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    None, self_test, self.sandbox, self.config.python, fds)
+            finally:
+                for fd in fds.values():
+                    os.close(fd)
+        except (SandboxUnavailable, seccomp.SeccompUnavailable) as exc:
             raise BackendUnavailable(str(exc)) from exc
+        if not self.seccomp:
+            log.warning("jobs run without a seccomp filter (--seccomp false)")
         self.runtimes = await asyncio.get_running_loop().run_in_executor(
             None, probe, self.sandbox, None, core.job_env(),
             host_recipes(self.config.python, self.config.bash))
         self.compiler.cache.open()
-        self.cgroups.detect()
         if self.prlimit is None:
             log.warning("prlimit(1) not found (Debian: util-linux); jobs run without rlimits")
-        if self.cgroups.version:
-            self.cgroups.cleanup_stale()
         if self.config.warm:
             await self._start_warm()
         log.info("local backend ready: %d slots, cgroup v%s, python jobs %s", self.capacity,
                  self.cgroups.version or " none (rlimits)", "warm" if self.warm else "cold")
 
     async def _start_warm(self) -> None:
-        from .warm import WarmPool, WarmUnavailable  # warm imports this module
         cfg = self.config
+        filters = (seccomp.build(seccomp.RUNNER_NEEDS), self.seccomp) if self.seccomp else None
         pool = WarmPool(self.sandbox, cfg.python, self.capacity + SPARE_RUNNERS,
                         cfg.tmp_size_mb, self.cgroups,
                         (cfg.memory_mb, cfg.cpus, cfg.max_pids, cfg.io_weight),
-                        self._release_later)
+                        self._release_later, filters)
         try:
             await pool.start()
             self.warm = pool
@@ -170,22 +162,31 @@ class LocalBackend(Backend):
             log.warning("warm runners unavailable (%s); python jobs run cold", exc)
 
     async def stop(self) -> None:
+        """Kill every job (they run again after a restart) and the warm runners, within
+        about STOP_WAIT_S; a job on its way to a sandbox sees the flag and does not start."""
+        self._stopping = True
         for run in list(self._runs.values()):
             run.kill(core.INTERRUPTED)
-        for run in list(self._runs.values()):
-            try:
-                await asyncio.wait_for(run.done.wait(), 5)
-            except TimeoutError:
-                pass
+        waits = [asyncio.ensure_future(run.done.wait()) for run in self._runs.values()]
+        if waits:
+            await asyncio.wait(waits, timeout=STOP_WAIT_S)
+            for wait in waits:
+                wait.cancel()
         if self.warm is not None:
             await self.warm.stop()
         if self._cleanups:
-            await asyncio.wait(self._cleanups, timeout=5)
+            await asyncio.wait(self._cleanups, timeout=STOP_WAIT_S)
+        await self.ownership.release()
+
+    def _check_stopping(self) -> None:
+        if self._stopping:
+            raise BackendError(STOPPING)
 
     def info(self) -> dict:
         warm = self.warm is not None and not self.warm.disabled
         return {**super().info(), "cgroup": self.cgroups.version, "running": len(self._runs),
-                "warm": warm, "warm_replaced": self.warm.replaced if self.warm else 0}
+                "warm": warm, "warm_replaced": self.warm.replaced if self.warm else 0,
+                "seccomp": self.seccomp is not None}
 
     async def cancel(self, job_id: int) -> None:
         if job_id in self._active:  # between its compile and its run, too
@@ -195,12 +196,14 @@ class LocalBackend(Backend):
             run.kill(core.CANCELLED)
 
     async def run(self, spec: JobSpec, hooks: RunHooks) -> dict:
+        self._check_stopping()
         if (spec.language == "python" and spec.root is None and not spec.files
                 and self.warm is not None):
             limits = rlimits(spec, self.config, self.cgroups.version is not None)
             result = await self.warm.run(spec, hooks, self._runs, limits)
             if result is not None:
                 return result
+            self._check_stopping()  # no cold start for a job the warm pool gave back
         files, recipe = self.program(spec)
         if spec.root is None or not recipe.compiled:
             return await self._contained(spec, hooks, files, self.command(spec, files))
@@ -273,6 +276,8 @@ class LocalBackend(Backend):
         fds = {f"/job/{name}": memfd("source", content.encode("utf-8", "surrogatepass"))
                for name, content in files}
         fds.update(passwd=memfd("passwd", PASSWD.encode()), group=memfd("group", GROUP.encode()))
+        if self.seccomp:
+            fds["seccomp"] = memfd("seccomp", self.seccomp)
         info_r, fds["info"] = os.pipe()
         fds["block"], block_w = os.pipe()
         usage_r = None
@@ -290,14 +295,18 @@ class LocalBackend(Backend):
                 + self.sandbox.argv(fds, env, root=spec.root, binds=binds)
                 + usage_argv(self.config.python, fds.get("usage")) + command)
         try:
-            proc = await asyncio.create_subprocess_exec(
+            proc = await spawn(
                 *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, pass_fds=list(fds.values()),
                 start_new_session=True, **as_unprivileged())
-        except OSError as exc:
+        except BaseException as exc:
+            os.close(info_r)
+            os.close(block_w)
             if usage_r is not None:
                 os.close(usage_r)
-            raise BackendError(f"cannot start the sandbox: {exc}") from exc
+            if isinstance(exc, OSError):
+                raise BackendError(f"cannot start the sandbox: {exc}") from exc
+            raise
         finally:
             for fd in fds.values():
                 os.close(fd)
@@ -315,77 +324,26 @@ class LocalBackend(Backend):
         """Put the sandboxed child into its cgroup and rlimits, then let it run the job."""
         loop = asyncio.get_running_loop()
         try:
-            info = await loop.run_in_executor(None, read_info, info_r)
+            info = await read_info(info_r, INFO_TIMEOUT_S)
             child = int(json.loads(info)["child-pid"])
             if run.cgroup is not None:  # a v1 migration may wait for an RCU grace period
                 await loop.run_in_executor(None, run.cgroup.add, child)
+            self._check_stopping()  # stop() may have come while this job was on its way
             os.write(block_w, b"go")
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TimeoutError, BackendError) as exc:
             run.kill(core.INTERRUPTED)
-            await run.proc.wait()
-            stderr = (await run.proc.stderr.read()).decode(errors="replace").strip()
-            raise BackendError(f"the sandbox did not start: {stderr or exc}") from exc
+            await asyncio.wait([asyncio.ensure_future(run.proc.wait())], timeout=KILL_GRACE_S)
+            if self._stopping:
+                raise BackendError(STOPPING) from exc
+            try:
+                stderr = await asyncio.wait_for(run.proc.stderr.read(), KILL_GRACE_S)
+            except TimeoutError:
+                stderr = b""
+            raise BackendError("the sandbox did not start: "
+                               f"{stderr.decode(errors='replace').strip() or exc}") from exc
         finally:
             os.close(info_r)
             os.close(block_w)
-
-
-@contextlib.contextmanager
-def tracked(runs: dict[int, Run], job_id: int, run: Run):
-    """``run`` in LocalBackend's running jobs (for cancel and stop) while the block runs."""
-    runs[job_id] = run
-    try:
-        yield
-    finally:
-        runs.pop(job_id, None)
-        run.done.set()
-
-
-async def supervise(run: Run, spec: JobSpec, hooks: RunHooks, streams: tuple,
-                    exit_code: Callable[[], Awaitable[int | None]]) -> dict:
-    """Start a job that is ready to run: feed it its input, collect its output (``streams``:
-    its stdin, stdout, stderr), kill it on timeout, and make its result.
-
-    ``exit_code()`` waits for the job's exit code (None when there is none); if the job
-    has not exited KILL_GRACE_S after its kill, it is cancelled and the job ends without one.
-    """
-    if not await hooks.started():
-        run.kill(core.CANCELLED)  # cancelled between leaving the queue and starting
-    start = time.monotonic()
-    out, err = core.CappedBuffer(spec.output_cap), core.CappedBuffer(spec.output_cap)
-    tasks = [asyncio.ensure_future(_feed(streams[0], spec.input.encode("utf-8",
-                                                                      "surrogatepass"))),
-             asyncio.ensure_future(_drain(run, streams[1], out, "stdout", hooks)),
-             asyncio.ensure_future(_drain(run, streams[2], err, "stderr", hooks))]
-    exited = asyncio.ensure_future(exit_code())
-    done, _ = await asyncio.wait({exited}, timeout=spec.timeout_s)
-    if not done:
-        run.kill(core.TIMEOUT)
-        done, _ = await asyncio.wait({exited}, timeout=KILL_GRACE_S)
-    if not done:
-        log.warning("job %s: sandbox did not exit after SIGKILL", spec.job_id)
-        exited.cancel()
-        await asyncio.wait({exited})  # its clean-up (see WarmRunner._exit_code) runs now
-    _, pending = await asyncio.wait(tasks, timeout=KILL_GRACE_S)
-    if pending:
-        log.warning("job %s: output pipes still open after the job ended", spec.job_id)
-    for task in tasks:
-        task.cancel()
-    error = run.error
-    if run.cgroup is not None and run.cgroup.oom_killed() and error in (None, core.TIMEOUT):
-        error = core.MEMORY
-    returncode = None if exited.cancelled() else exited.result()
-    return core.make_result(out, err, returncode, time.monotonic() - start, error,
-                            job_usage(run))
-
-
-def job_usage(run: Run) -> dict[str, int] | None:
-    """What the job used: its cgroup's accounting where it has one, else (and for what the
-    cgroup cannot tell) the rusage of its processes; None when neither is known."""
-    counted = run.cgroup.usage() if run.cgroup is not None else {}
-    usage = {key: counted.get(key) if counted.get(key) is not None
-             else (run.rusage or {}).get(key) for key in ("cpu_ms", "max_rss_kb")}
-    return None if None in usage.values() else usage
 
 
 def rlimit_argv(prlimit: str | None, spec: JobSpec, config, with_cgroup: bool) -> list[str]:
@@ -407,26 +365,3 @@ def rlimits(spec: JobSpec, config, with_cgroup: bool) -> dict[str, int]:
         limits["as"] = (spec.memory_mb + 64) * 1024 * 1024
         limits["nproc"] = config.max_pids * config.slots
     return limits
-
-
-async def _feed(stream: asyncio.StreamWriter, data: bytes) -> None:
-    try:
-        if data:
-            stream.write(data)
-            await stream.drain()
-    except (BrokenPipeError, ConnectionResetError):
-        pass  # the job did not read all of its input
-    finally:
-        stream.close()
-
-
-async def _drain(run: Run, stream: asyncio.StreamReader, buf: core.CappedBuffer, name: str,
-                 hooks: RunHooks) -> None:
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    while chunk := await stream.read(65536):
-        kept = buf.add(chunk)
-        if kept:
-            hooks.output(name, decoder.decode(kept))
-        if buf.truncated:
-            run.kill(core.OUTPUT_LIMIT)
-            return

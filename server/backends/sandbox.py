@@ -37,8 +37,9 @@ class Sandbox:
         """bwrap options up to (not including) the command.
 
         ``fds`` may hold ``/job/<name>`` entries (files copied into /job), ``info`` and
-        ``block`` (used to place the process into its cgroup before it runs) and
-        ``passwd``/``group`` (small files for /etc). ``caps`` are capabilities kept inside
+        ``block`` (used to place the process into its cgroup before it runs),
+        ``passwd``/``group`` (small files for /etc) and ``seccomp`` (a BPF program bwrap
+        loads right before it starts the command). ``caps`` are capabilities kept inside
         the sandbox (a warm runner's; never a job's). ``root`` is an image's root file
         system to show instead of the host's system directories. ``binds`` are extra
         (source, destination, writable) directories, such as a compile's /build.
@@ -77,6 +78,8 @@ class Sandbox:
             args += ["--info-fd", str(fds["info"])]
         if "block" in fds:
             args += ["--block-fd", str(fds["block"])]
+        if "seccomp" in fds:
+            args += ["--seccomp", str(fds["seccomp"])]
         args += [a for cap in caps for a in ("--cap-add", cap)]
         return args + ["--"]
 
@@ -161,11 +164,14 @@ def as_unprivileged() -> dict:
     return {"user": NOBODY, "group": NOBODY, "extra_groups": [], "env": dict(LAUNCH_ENV)}
 
 
-def self_test(sandbox: Sandbox, python: str) -> None:
-    """Start one sandbox for real; raise SandboxUnavailable with the reason if it fails."""
-    argv = sandbox.argv({}) + [python, "-c", "import socket,sys; sys.stdout.write('ok')"]
+def self_test(sandbox: Sandbox, python: str, fds: dict[str, int] | None = None) -> None:
+    """Start one sandbox for real (with ``fds`` as in ``Sandbox.argv``); raise
+    SandboxUnavailable with the reason if it fails."""
+    fds = fds or {}
+    argv = sandbox.argv(fds) + [python, "-c", "import socket,sys; sys.stdout.write('ok')"]
     try:
-        proc = subprocess.run(argv, check=False, capture_output=True, timeout=30, **as_unprivileged())
+        proc = subprocess.run(argv, check=False, capture_output=True, timeout=30,
+                              pass_fds=list(fds.values()), **as_unprivileged())
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise SandboxUnavailable(f"bubblewrap could not start a sandbox ({exc}): {FIX_HINT}")
     if proc.returncode != 0 or proc.stdout != b"ok":
@@ -182,13 +188,3 @@ def memfd(name: str, data: bytes) -> int:
     os.write(fd, data)
     os.lseek(fd, 0, os.SEEK_SET)
     return fd
-
-
-def read_info(fd: int) -> bytes:
-    """bwrap writes one JSON object (with "child-pid") to its --info-fd, then closes it."""
-    data = b""
-    while chunk := os.read(fd, 4096):
-        data += chunk
-        if data.rstrip().endswith(b"}"):
-            break
-    return data

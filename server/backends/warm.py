@@ -22,14 +22,16 @@ from .. import package_files
 from ..runner import core
 from .base import JobSpec, RunHooks
 from .cgroups import CgroupManager, JobCgroup, read_small
-from .local import Run, supervise, tracked
-from .sandbox import GROUP, PASSWD, Sandbox, as_unprivileged, memfd, read_info
+from .procs import read_info, spawn
+from .sandbox import GROUP, PASSWD, Sandbox, as_unprivileged, memfd
+from .supervise import STOP_WAIT_S, Run, supervise, tracked
 
 log = logging.getLogger("orq.warm")
 # what the runner needs inside its user namespace (never passed on to a job)
 RUNNER_CAPS = ("CAP_SYS_ADMIN", "CAP_SETPCAP")
 PROTOCOL_TIMEOUT_S = 10.0
 BREAK_ENV = "_ORQ_WARM_WITHOUT_CAPS"  # test hook: start runners without their capabilities
+JOB_FILTER = "/job/seccomp.bpf"  # the jobs' seccomp filter, as the runner reads it
 
 
 class WarmUnavailable(Exception):
@@ -112,19 +114,29 @@ class WarmRunner:
         return self.proc.returncode is None
 
     @classmethod
-    async def start(cls, sandbox: Sandbox, python: str, tmp_size: int) -> WarmRunner:
+    async def start(cls, sandbox: Sandbox, python: str, tmp_size: int,
+                    filters: tuple[bytes, bytes] | None = None) -> WarmRunner:
+        """Start a runner; ``filters``: the seccomp programs (BPF) of the runner itself
+        (the jobs' one minus what it needs to prepare a job) and of its jobs."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         info_r, info_w = os.pipe()
         fds = {"/job/warm.py": memfd("warm", _runner_source()),
                "passwd": memfd("passwd", PASSWD.encode()), "group": memfd("group", GROUP.encode()),
                "info": info_w}
+        if filters:
+            fds["seccomp"] = memfd("seccomp", filters[0])
+            fds[JOB_FILTER] = memfd("job-seccomp", filters[1])
         argv = runner_argv(sandbox, fds) + [python, "-u", "/job/warm.py", str(theirs.fileno()),
-                                            str(tmp_size)]
+                                            str(tmp_size), *([JOB_FILTER] if filters else [])]
         try:
-            proc = await asyncio.create_subprocess_exec(
+            proc = await spawn(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE, pass_fds=[*fds.values(), theirs.fileno()],
                 start_new_session=True, **as_unprivileged())
+        except BaseException:
+            os.close(info_r)
+            ours.close()
+            raise
         finally:
             for fd in fds.values():
                 os.close(fd)
@@ -134,15 +146,21 @@ class WarmRunner:
             await runner._handshake(info_r)
         except (RunnerBroken, OSError, ValueError, KeyError, TimeoutError) as exc:
             runner.kill()
-            stderr = (await proc.stderr.read()).decode(errors="replace").strip()
-            raise WarmUnavailable(f"runner did not start: {stderr or exc}") from exc
+            try:
+                stderr = await asyncio.wait_for(proc.stderr.read(), PROTOCOL_TIMEOUT_S)
+            except TimeoutError:
+                stderr = b""
+            raise WarmUnavailable("runner did not start: "
+                                  f"{stderr.decode(errors='replace').strip() or exc}") from exc
+        except BaseException:  # cancelled (the server is stopping): leave nothing running
+            runner.kill()
+            raise
         runner.stderr_task = asyncio.ensure_future(_log_stderr(runner))
         return runner
 
     async def _handshake(self, info_r: int) -> None:
-        loop = asyncio.get_running_loop()
         try:
-            info = await asyncio.wait_for(loop.run_in_executor(None, read_info, info_r), 30)
+            info = await read_info(info_r, 30)
         finally:
             os.close(info_r)
         sandbox_init = int(json.loads(info)["child-pid"])
@@ -302,8 +320,10 @@ class WarmPool:
 
     def __init__(self, sandbox: Sandbox, python: str, size: int, tmp_size_mb: int,
                  cgroups: CgroupManager, cgroup_defaults: tuple[int, float, int, int],
-                 release_cgroup: Callable[[JobCgroup], None]) -> None:
+                 release_cgroup: Callable[[JobCgroup], None],
+                 filters: tuple[bytes, bytes] | None = None) -> None:
         self.sandbox, self.python, self.size = sandbox, python, size
+        self.filters = filters  # seccomp programs: see WarmRunner.start
         # job cgroups: taken from the manager with default limits (memory_mb, cpus, pids,
         # io_weight) while a runner is idle, reconfigured for the job, and handed back
         # through release_cgroup afterwards
@@ -314,19 +334,20 @@ class WarmPool:
         self.idle: asyncio.Queue[WarmRunner | None] = asyncio.Queue()
         self.runners: set[WarmRunner] = set()
         self.disabled = False
+        self.stopped = False  # set by stop(): no runner is started or handed out after it
         self.replaced = 0  # runners replaced after dying or misbehaving (for /healthz)
         self._tasks: set[asyncio.Task] = set()
 
     async def start(self) -> None:
         """Start every runner; raise WarmUnavailable (with the reason) if warm cannot work here."""
-        first = await WarmRunner.start(self.sandbox, self.python, self.tmp_size)
+        first = await self._start_runner()
         self.runners.add(first)
         first.prepare(self)
         first.log_level = logging.DEBUG
         await self._probe(first)
         first.log_level = logging.WARNING
-        rest = await asyncio.gather(*(WarmRunner.start(self.sandbox, self.python, self.tmp_size)
-                                      for _ in range(self.size - 1)), return_exceptions=True)
+        rest = await asyncio.gather(*(self._start_runner() for _ in range(self.size - 1)),
+                                    return_exceptions=True)
         for runner in rest:
             if isinstance(runner, BaseException):
                 await self.stop()
@@ -335,6 +356,9 @@ class WarmPool:
             runner.prepare(self)
         for runner in self.runners:
             self.idle.put_nowait(runner)
+
+    async def _start_runner(self) -> WarmRunner:
+        return await WarmRunner.start(self.sandbox, self.python, self.tmp_size, self.filters)
 
     async def _probe(self, runner: WarmRunner) -> None:
         """Run one real job through every step (namespaces, mounts, capability drop)."""
@@ -358,12 +382,18 @@ class WarmPool:
             raise WarmUnavailable(f"a test job failed: {reason}")
 
     async def stop(self) -> None:
+        """Kill every runner, wake every job waiting for one (it gets None), and start none
+        again; waits at most about STOP_WAIT_S for the runners to be gone."""
+        self.stopped = True
+        for _ in range(self.size):
+            self.idle.put_nowait(None)
         for task in self._tasks:
-            task.cancel()
+            task.cancel()  # a replacement on its way (its start is cancel-safe)
         for runner in self.runners:
             runner.kill(self.release_cgroup)
-        for runner in self.runners:
-            await runner.proc.wait()
+        waits = [asyncio.ensure_future(r.proc.wait()) for r in self.runners] + list(self._tasks)
+        if waits:
+            await asyncio.wait(waits, timeout=STOP_WAIT_S)
         self.runners.clear()
 
     async def run(self, spec: JobSpec, hooks: RunHooks, runs: dict,
@@ -379,21 +409,27 @@ class WarmPool:
             healthy = runner.alive and not (result["error"] or "").startswith("backend:")
             return result
         except RunnerBroken as exc:
-            log.warning("%s; replacing it and running the job cold", exc)
+            if not self.stopped:
+                log.warning("%s; replacing it and running the job cold", exc)
             return None
         finally:
             self._release(runner, healthy)
 
     async def _acquire(self) -> WarmRunner | None:
-        while not self.disabled:
+        while not self.disabled and not self.stopped:
             runner = await self.idle.get()
-            if runner is None or runner.alive:
+            if runner is None or self.stopped:
+                return None
+            if runner.alive:
                 return runner
             log.warning("warm runner %d died while idle; replacing it", runner.proc.pid)
             self._release(runner, False)
         return None
 
     def _release(self, runner: WarmRunner, healthy: bool) -> None:
+        if self.stopped:
+            runner.kill(self.release_cgroup)
+            return
         if healthy:
             runner.prepare(self)
             self.idle.put_nowait(runner)
@@ -408,11 +444,14 @@ class WarmPool:
     async def _replace(self) -> None:
         for attempt in range(3):
             try:
-                runner = await WarmRunner.start(self.sandbox, self.python, self.tmp_size)
+                runner = await self._start_runner()
             except WarmUnavailable as exc:
                 log.warning("cannot replace a warm runner (attempt %d): %s", attempt + 1, exc)
                 await asyncio.sleep(1 + attempt)
                 continue
+            if self.stopped:
+                runner.kill()
+                return
             self.runners.add(runner)
             runner.prepare(self)
             self.idle.put_nowait(runner)

@@ -2,7 +2,8 @@
 
 Standard library only. The server starts it in a bubblewrap sandbox (same binds as a cold
 job, plus CAP_SYS_ADMIN/CAP_SETPCAP *inside* the sandbox's user namespace)
-as ``python3 -u /job/warm.py FD TMP_BYTES``, FD being a Unix socket to the server.
+as ``python3 -u /job/warm.py FD TMP_BYTES [SECCOMP]``, FD being a Unix socket to the
+server and SECCOMP a file holding the jobs' seccomp filter (a BPF program).
 Ahead of each job (while the slot is idle) it prepares the job's processes:
 
     runner --fork--> C: unshare(mount, PID, IPC namespaces); the network namespace is the
@@ -13,8 +14,9 @@ Ahead of each job (while the slot is idle) it prepares the job's processes:
                             announced to the server, which moves G into the next job's
                             cgroup and only then sends the job; G enters a new cgroup
                             namespace and writes the source to a read-only /job
-             G --fork--> H: rlimits, every capability dropped, no_new_privs, runs the job's
-                            code in the already initialised interpreter
+             G --fork--> H: rlimits, every capability dropped, no_new_privs, the seccomp
+                            filter, then the job's code in the already initialised
+                            interpreter
 
 The runner never runs user code, so no job sees another's state. When H exits, G kills
 the rest of the namespace, reports H's status and exits; the kernel tears the namespaces
@@ -47,12 +49,14 @@ CLONE_NEWCGROUP = 0x2000000  # after joining the job cgroup: the job sees it as 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 24, 38
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
 PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
 PROC_READONLY = ("sys", "sysrq-trigger", "irq", "bus")  # as bwrap's --proc leaves them
 RLIMITS = {"core": resource.RLIMIT_CORE, "cpu": resource.RLIMIT_CPU,
            "nofile": resource.RLIMIT_NOFILE, "fsize": resource.RLIMIT_FSIZE,
            "as": resource.RLIMIT_AS, "nproc": resource.RLIMIT_NPROC}
 SOURCE = "/job/main.py"
+SECCOMP = b""  # the jobs' seccomp filter, read at start (main)
 
 libc = ctypes.CDLL(None, use_errno=True)
 with open("/proc/sys/kernel/cap_last_cap") as _f:
@@ -260,10 +264,24 @@ def drop_privileges(rlimits: dict) -> None:
     check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
 
 
+class SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def install_seccomp(program: bytes) -> None:
+    """Load a BPF program (8-byte ``struct sock_filter`` entries) for this thread and all
+    it starts; the server compiled it with libseccomp. Needs no_new_privs first."""
+    buf = ctypes.create_string_buffer(program, len(program))
+    prog = SockFprog(len(program) // 8, ctypes.addressof(buf))
+    check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0), "seccomp")
+
+
 def run_job(msg: dict, source: bytes) -> None:
     try:
         os.closerange(3, 1 << 16)
         drop_privileges(msg["rlimits"])
+        if SECCOMP:  # last: it denies mount and unshare, which the steps above needed
+            install_seccomp(SECCOMP)
         os.chdir("/tmp")
     except OSError as exc:
         os.write(2, f"orq: cannot start the job: {exc}\n".encode())
@@ -320,7 +338,11 @@ def finish(code: int) -> int:
 
 
 def main() -> None:
+    global SECCOMP
     chan, tmp_size = Channel(socket.socket(fileno=int(sys.argv[1]))), int(sys.argv[2])
+    if len(sys.argv) > 3:
+        with open(sys.argv[3], "rb") as f:
+            SECCOMP = f.read()
     sys.argv = [SOURCE]
     chan.send({"ready": os.getpid()})
     serve(chan, tmp_size)

@@ -5,8 +5,9 @@ import functools
 import json
 
 from . import package_files
+from .backends.base import Envelope
 from .config import Config
-from .runtimes import BY_LANGUAGE, Runtime
+from .runtimes import BY_LANGUAGE, Runtime, version_matches
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 # (JobRequest field, what it counts, the smallest value server/jobs.py resolve_limits takes,
@@ -21,11 +22,17 @@ def template() -> dict:
     return json.loads(package_files.read("server", "openapi.json"))
 
 
-def document(config: Config, runtimes: tuple[Runtime, ...] = ()) -> dict:
-    """The exact contract of a server running with ``config`` and these runtimes."""
+Pins = tuple[tuple[str, Envelope | None], ...]  # the backends a job may name, and their reach
+
+
+def document(config: Config, runtimes: tuple[Runtime, ...] = (), pins: Pins = ()) -> dict:
+    """The exact contract of a server running with ``config``, these runtimes, and these
+    backends."""
     doc = template()
     if runtimes:
         _runtime_choice(doc, runtimes)
+    if pins:
+        _backend_choice(doc, config, runtimes, pins)
     props = doc["components"]["schemas"]["JobRequest"]["properties"]
     for name, unit, floor, default, top, flag in LIMITS:
         most, usual = getattr(config, top), getattr(config, default)
@@ -115,6 +122,54 @@ def _prefixes(version: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
 
 
+def _backend_choice(doc: dict, config: Config, runtimes: tuple[Runtime, ...],
+                    pins: Pins) -> None:
+    """``backend`` lists the backends this server runs, and the ``not`` the jobs one of them
+    refuses when pinned to it (the Lambda function: another image, several files, a language
+    or version it lacks, a timeout or memory beyond its configuration)."""
+    request = doc["components"]["schemas"]["JobRequest"]
+    request["properties"]["backend"]["enum"] = [name for name, _ in pins] + [None]
+    refused = request["not"]["anyOf"]
+    versions = sorted({p for r in runtimes for p in _prefixes(r.version)})
+    for name, reach in pins:
+        if reach is not None:
+            refused += _refused_when_pinned({"backend": _choice([name])}, config, runtimes,
+                                            versions, reach)
+
+
+def _refused_when_pinned(pin: dict, config: Config, runtimes: tuple[Runtime, ...],
+                         versions: list[str], reach: Envelope) -> list[dict]:
+    has = dict(reach.languages)
+    other_images = sorted({r.image for r in runtimes} - {"host"})
+    lacking = sorted({r.language for r in runtimes} - set(has))
+    out = [{"required": ["backend", "files"], "properties": {**pin, "files": {"type": "array"}}}]
+    if other_images:
+        out.append({"required": ["backend", "image"],
+                    "properties": {**pin, "image": _choice(other_images)}})
+    for language in lacking:
+        names = _names(language) + ([None] if language == "python" else [])
+        out.append({"required": ["backend"] + ([] if language == "python" else ["language"]),
+                    "properties": {**pin, "language": _choice(names)}})
+    for language, have in has.items():
+        bad = [v for v in versions if not any(version_matches(h, v) for h in have)]
+        if bad and language in BY_LANGUAGE:
+            names = _names(language) + ([None] if language == "python" else [])
+            need = ["backend", "version"] + ([] if language == "python" else ["language"])
+            out.append({"required": need, "properties": {
+                **pin, "language": _choice(names), "version": _choice(bad)}})
+    for field, most, default in (("timeout", reach.max_timeout_s, config.timeout_s),
+                                 ("memory_mb", reach.max_memory_mb, config.memory_mb)):
+        if most is None:
+            continue
+        kind = "integer" if field == "memory_mb" else "number"
+        out.append({"required": ["backend", field], "properties": {
+            **pin, field: {"type": kind, "minimum": most, "exclusiveMinimum": True}}})
+        if default > most:  # left out or null: the default, which is too big for it
+            out.append({"required": ["backend"], "properties": {
+                **pin, field: {"type": kind, "nullable": True, "enum": [None]}}})
+    return out
+
+
 @functools.lru_cache(maxsize=8)
-def served(config: Config, runtimes: tuple[Runtime, ...] = ()) -> bytes:
-    return json.dumps(document(config, runtimes), indent=1).encode()
+def served(config: Config, runtimes: tuple[Runtime, ...] = (), pins: Pins = ()) -> bytes:
+    return json.dumps(document(config, runtimes, pins), indent=1).encode()

@@ -11,7 +11,7 @@ import pytest
 from conftest import FINAL
 from lambda_support import FakeLambda, poll
 from reliability_support import start_order
-from test_openapi import conforms
+from test_openapi import OMIT, conforms, document_allows_exactly_what_is_accepted
 
 SLEEP = "import time\ntime.sleep({s})\nprint({n})"
 
@@ -243,3 +243,16 @@ def test_kill9_with_jobs_on_both_backends(burst_server, fake):
     job = srv.wait_final(pinned)
     assert (job["status"], job["backend"], job["attempts"]) == ("DONE", "local", 1)
     assert all(get(srv, i)["status"] in FINAL for i in ids)
+
+
+def test_document_declares_exactly_the_jobs_lambda_takes_when_pinned(burst_server, fake):
+    """Pinned to the function, a job beyond its memory or timeout, with several files or in
+    a language it lacks is a 400: the served document declares exactly that."""
+    fake.control("config", MemorySize=320, Timeout=8)  # jobs of up to 256 MB and 5 s fit
+    srv = burst_server()
+    document_allows_exactly_what_is_accepted(
+        srv, backend=["lambda", "local", None], language=["python", "bash", "sh", OMIT],
+        version=[OMIT], image=[OMIT, "host"], timeout=[OMIT, 5, 5.5],
+        memory_mb=[OMIT, 256, 257])
+    request = srv.request("GET", "/openapi.json").json["components"]["schemas"]["JobRequest"]
+    assert request["properties"]["backend"]["enum"] == ["local", "lambda", None]

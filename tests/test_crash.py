@@ -143,7 +143,10 @@ def test_kill9_at_random_moments_leaves_no_process(server_factory):
     assert not wait_gone(tree, 5), "a clean stop left processes"
     assert not any(d.exists() for d in instance_cgroups(srv.data_dir)), \
         cgroup_children(srv.data_dir)
-    assert sorted(p.name for p in srv.data_dir.iterdir()) == ["orq.db", "server.lock"]
+    assert sorted(p.name for p in srv.data_dir.iterdir()) == ["cache", "images", "orq.db",
+                                                              "server.lock"]
+    # no image build or compile left half done (nothing was built here: all are empty)
+    assert [p for d in ("images/tmp", "cache/tmp") for p in (srv.data_dir / d).iterdir()] == []
     assert sandbox_files() <= files_before  # no temporary file of a sandbox on the host
 
 

@@ -3,6 +3,7 @@ the routes and the real answers (tests/test_fuzz.py and test_generated_client.py
 with outside tools)."""
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -44,24 +45,35 @@ def test_served_document_is_filled_in_from_the_config(open_server) -> None:
     request["not"]["anyOf"] = shipped  # the rest: the runtimes of this server (next test)
     for name in ("language", "version", "image"):
         del request["properties"][name]["enum"]
+    assert request["properties"]["backend"]["enum"] == ["local", None]  # what this one runs
+    request["properties"]["backend"]["enum"] = expected["components"]["schemas"][
+        "JobRequest"]["properties"]["backend"]["enum"]
     assert served == expected
     assert {r["language"] for r in runtimes} == {"python", "bash", "sh"}
+
+
+def document_allows_exactly_what_is_accepted(srv, **choices) -> None:
+    """Every JobRequest made of these values (each field's list; the enum the document
+    gives where none is passed) is accepted (201) exactly when the served document says it
+    is valid: the ranges, enums and ``not`` combinations are the server's own."""
+    request = srv.request("GET", "/openapi.json").json["components"]["schemas"]["JobRequest"]
+    validator = OAS30Validator(request)
+    fields = {name: choices.get(name, request["properties"][name].get("enum"))
+              for name in ("language", "version", "image", *choices)}
+    for values in itertools.product(*fields.values()):
+        body = {"uid": 1, "code": "", **{k: v for k, v in zip(fields, values)
+                                         if v is not OMIT}}
+        status = srv.request("POST", "/jobs", body).status
+        assert (status == 201) == validator.is_valid(body), (body, status)
+
+
+OMIT = object()  # a field left out of the body
 
 
 def test_served_runtime_choice_is_exactly_what_resolves(open_server) -> None:
     """Every language, version and image combination the document allows is accepted, and
     the ones it leaves out (a version of another language) are refused."""
-    request = open_server.request("GET", "/openapi.json").json["components"]["schemas"][
-        "JobRequest"]
-    validator = OAS30Validator(request)
-    props = request["properties"]
-    for language in props["language"]["enum"]:
-        for version in props["version"]["enum"]:
-            for image in props["image"]["enum"]:
-                body = {"uid": 1, "code": "", "language": language, "version": version,
-                        "image": image}
-                status = open_server.request("POST", "/jobs", body).status
-                assert (status == 201) == validator.is_valid(body), (body, status)
+    document_allows_exactly_what_is_accepted(open_server)
 
 
 def test_job_languages_are_the_recipe_tables() -> None:

@@ -40,7 +40,16 @@ from botocore.exceptions import (
 from ..runner import core
 from ..runner.lambda_handler import DEADLINE_MARGIN_S
 from ..runtimes import version_matches
-from .base import Backend, BackendError, BackendUnavailable, JobSpec, Needs, Retry, RunHooks
+from .base import (
+    Backend,
+    BackendError,
+    BackendUnavailable,
+    Envelope,
+    JobSpec,
+    Needs,
+    Retry,
+    RunHooks,
+)
 
 log = logging.getLogger("orq.lambda")
 GRACE_S = 0.5
@@ -120,6 +129,16 @@ class LambdaBackend(Backend):
             return (f"{fn} runs jobs of at most {conf['MemorySize'] - RESERVED_MB} MB "
                     f"(its memory is {conf['MemorySize']} MB)")
         return None
+
+    def envelope(self) -> Envelope:
+        conf = self.function_conf
+        languages: dict[str, list[str]] = {}
+        for runtime in self.runtimes:
+            languages.setdefault(runtime["language"], []).append(runtime["version"])
+        return Envelope(
+            tuple((lang, tuple(versions)) for lang, versions in languages.items()),
+            conf["Timeout"] - DEADLINE_MARGIN_S - SETUP_S if "Timeout" in conf else None,
+            conf["MemorySize"] - RESERVED_MB if "MemorySize" in conf else None)
 
     async def start(self) -> None:
         self._sem = asyncio.Semaphore(self.config.lambda_concurrency)

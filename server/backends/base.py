@@ -43,6 +43,16 @@ class Needs:
     version: str | None = None  # the version (prefix) the job asked for, if any
 
 
+@dataclass(frozen=True)
+class Envelope:
+    """What a backend can run, where that is narrower than what the server offers (for the
+    OpenAPI document, which must not declare a job it would refuse): its languages with
+    their versions, and the largest timeout and memory it takes (None: no limit of its own)."""
+    languages: tuple[tuple[str, tuple[str, ...]], ...]
+    max_timeout_s: float | None = None
+    max_memory_mb: int | None = None
+
+
 @dataclass
 class RunHooks:
     """What a backend calls while it runs a job.
@@ -104,6 +114,10 @@ class Backend(abc.ABC):
 
     def refuses(self, needs: Needs) -> str | None:
         """Why this backend cannot run such a job (a sentence), or None when it can."""
+        return None
+
+    def envelope(self) -> Envelope | None:
+        """The jobs ``refuses`` lets through, as data; None: whatever the server offers."""
         return None
 
     def info(self) -> dict:

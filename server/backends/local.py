@@ -143,6 +143,9 @@ class LocalBackend(Backend):
         self.compiler.cache.open()
         if self.prlimit is None:
             log.warning("prlimit(1) not found (Debian: util-linux); jobs run without rlimits")
+        if self.cgroups.version is None:
+            log.warning("without cgroups, jobs in images have no limit on their processes "
+                        "(RLIMIT_NPROC is set on the host image only)")
         if self.config.warm:
             await self._start_warm()
         log.info("local backend ready: %d slots, cgroup v%s, python jobs %s", self.capacity,
@@ -293,6 +296,8 @@ class LocalBackend(Backend):
             env = {**(env or {}), **dict(BY_LANGUAGE[spec.language].env)}
         argv = (rlimit_argv(self.prlimit, spec, self.config, cgroup is not None)
                 + self.sandbox.argv(fds, env, root=spec.root, binds=binds)
+                + (rlimit_argv(self.prlimit, spec, self.config, cgroup is not None, inside=True)
+                   if spec.root is None else [])
                 + usage_argv(self.config.python, fds.get("usage")) + command)
         try:
             proc = await spawn(
@@ -346,14 +351,18 @@ class LocalBackend(Backend):
             os.close(block_w)
 
 
-def rlimit_argv(prlimit: str | None, spec: JobSpec, config, with_cgroup: bool) -> list[str]:
-    """A prlimit(1) prefix for bwrap: rlimits inherited by everything the job starts (the
-    server may lack CAP_SYS_RESOURCE, so it cannot raise them; lowering needs nothing).
-    Memory and process counts come from the cgroup where there is one: RLIMIT_NPROC
-    counts every process of the uid, not just this job's."""
-    if prlimit is None:
+def rlimit_argv(prlimit: str | None, spec: JobSpec, config, with_cgroup: bool,
+                inside: bool = False) -> list[str]:
+    """prlimit(1) prefixes: rlimits inherited by everything the job starts (the server may
+    lack CAP_SYS_RESOURCE, so it cannot raise them; lowering needs nothing). Outside the
+    sandbox (before bwrap, so an image needs no prlimit of its own) the per-process limits;
+    inside (the host's prlimit, so on the host only) RLIMIT_NPROC, which counts every process
+    of uid 65534 on the machine and must not bind bwrap's own forks. Memory and process
+    counts come from the cgroup where there is one."""
+    limits = {k: v for k, v in rlimits(spec, config, with_cgroup).items()
+              if (k == "nproc") == inside}
+    if prlimit is None or not limits:
         return []
-    limits = rlimits(spec, config, with_cgroup)
     return [prlimit] + [f"--{name}={value}" for name, value in limits.items()] + ["--"]
 
 

@@ -75,7 +75,8 @@ class OpenApiHandler(BaseHandler):
     async def get(self) -> None:
         catalog = self.app.catalog
         await catalog.refresh()
-        self.finish(openapi.served(self.app.config, tuple(catalog.index.runtimes)))
+        pins = tuple((name, b.envelope()) for name, b in self.app.jobs.backends.items())
+        self.finish(openapi.served(self.app.config, tuple(catalog.index.runtimes), pins))
 
 
 class NotFoundHandler(BaseHandler):

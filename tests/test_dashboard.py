@@ -1,93 +1,21 @@
 """End-to-end tests of the dashboard (/ui/) in real headless Chromium against a real server."""
 from __future__ import annotations
 
-import random
 import re
 
-import pytest
 from dashboard_support import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    DESKTOP,
+    PASSWORD,
     PHONE,
-    ConsoleLog,
+    WATCH_ROWS,
     PrefixProxy,
+    fresh_uid,
+    opened_job_id,
+    row_badge,
+    run_from_form,
     screenshot,
+    sign_in,
 )
-from playwright.sync_api import expect, sync_playwright
-
-PASSWORD = "password-123"
-WAIT = 45_000  # ms: a generous bound for a noisy shared 2-core machine
-expect.set_options(timeout=WAIT)
-# a page navigation watcher: records every status a row shows, and survives only if
-# the page is never reloaded
-WATCH_ROWS = """() => {
-  window.__seen = [];
-  new MutationObserver(() => {
-    for (const tr of document.querySelectorAll('#jobs-body tr')) {
-      const item = tr.dataset.jobId + ':' + tr.dataset.status;
-      if (window.__seen[window.__seen.length - 1] !== item) window.__seen.push(item);
-    }
-  }).observe(document.getElementById('jobs-body'),
-             {subtree: true, childList: true, attributes: true, characterData: true});
-}"""
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def new_page(browser):
-    """``new_page(viewport)`` -> (page, console log); contexts are closed afterwards."""
-    contexts = []
-
-    def make(viewport: dict = DESKTOP):
-        context = browser.new_context(viewport=viewport)
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(WAIT)
-        return page, ConsoleLog(page)
-    yield make
-    for context in contexts:
-        context.close()
-
-
-def fresh_uid() -> int:
-    return random.randint(10**6, 10**9)
-
-
-def sign_in(page, base_url: str, uid: int, password: str | None = PASSWORD,
-            register: bool = False) -> None:
-    page.goto(base_url)
-    page.get_by_label("User ID").fill(str(uid))
-    if password is not None:
-        page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Create account" if register else "Sign in").click()
-    expect(page.locator("#whoami-text")).to_contain_text(f"User {uid}")
-    expect(page.locator("#conn")).to_have_text("Live")
-
-
-def row_badge(page, job_id: int):
-    return page.locator(f'#jobs-body tr[data-job-id="{job_id}"] .badge')
-
-
-def opened_job_id(page) -> int:
-    expect(page.locator("#job-view")).to_be_visible()
-    expect(page.locator("#jv-title")).to_have_text(re.compile(r"Job #\d+"))
-    return int(page.locator("#jv-title").inner_text().split("#")[1])
-
-
-def run_from_form(page, code: str, stdin: str = "", language: str = "python") -> int:
-    page.get_by_label("Code", exact=True).fill(code)
-    page.get_by_label("Input", exact=True).fill(stdin)
-    page.get_by_label("Language").select_option(language)
-    page.get_by_role("button", name="Run").click()
-    return opened_job_id(page)
+from playwright.sync_api import expect
 
 
 def test_register_submit_and_watch_it_finish(auth_server, new_page):

@@ -163,7 +163,9 @@ export class JobsTable {
     const cells = tr.children;
     cells[1].replaceChildren(statusBadge(job.status));
     cells[2].textContent = job.uid;
-    cells[3].textContent = job.language || 'python';
+    cells[3].textContent = job.image ? `${job.language}@${job.image}` : job.language || 'python';
+    cells[3].title = [job.language, job.version, job.image && `in ${job.image}`, job.backend
+      && `(${job.backend})`].filter(Boolean).join(' ');
     cells[4].textContent = job.exit_code ?? (job.error ? '—' : '');
     cells[5].textContent = job.duration_ms == null ? '' : formatDuration(job.duration_ms);
     cells[6].textContent = formatTime(job.created_at);

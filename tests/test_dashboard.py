@@ -151,6 +151,10 @@ def test_api_errors_are_readable(auth_server, new_page):
     expect(page.locator("#signin-error")).to_have_text(f"Uid {uid} is already registered.")
 
     sign_in(page, auth_server.url + "/ui/", uid)
+    # the language choice comes from GET /runtimes (with the token): the host's three
+    expect(page.locator("#language option")).to_have_count(3)
+    assert page.locator("#language option").evaluate_all("os => os.map(o => o.value)") == [
+        "python", "bash", "sh"]
     page.get_by_text("Limits (optional)").click()
     page.get_by_label("Timeout (seconds)").fill("100000")
     page.get_by_label("Code", exact=True).fill("print(1)")
@@ -191,6 +195,9 @@ def test_open_mode_bash_and_run_again(open_server, new_page):
     assert page.get_by_label("Code", exact=True).input_value() == code
     assert page.get_by_label("Input", exact=True).input_value() == "ada"
     assert page.get_by_label("Language").input_value() == "bash"
+    # the server would pick them anyway: version and image stay on their defaults
+    assert page.get_by_label("Version").input_value() == ""
+    assert page.get_by_label("Image").input_value() == ""
     expect(page.get_by_label("Code", exact=True)).to_be_focused()
     expect(row_badge(page, job_id)).to_have_class(re.compile(r"\bs-error\b"))
     assert console.unexpected() == []

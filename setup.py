@@ -8,4 +8,7 @@ from setuptools import find_namespace_packages, setup
 PACKAGES = find_namespace_packages(include=["server", "server.*", "shell", "shell.*"],
                                    exclude=["*.__pycache__"])
 
-setup(packages=[*PACKAGES, "server.static"], package_dir={"server.static": "static"})
+# static/vendor/ (third-party files the dashboard loads) is listed too: data in a folder
+# setuptools does not know as a package draws a warning at every build
+setup(packages=[*PACKAGES, "server.static", "server.static.vendor"],
+      package_dir={"server.static": "static"})

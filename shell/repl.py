@@ -87,8 +87,9 @@ class Shell:
         kind = event.get("type")
         if kind == "connection":
             self.state.connection = "live" if event["state"] == "up" else "reconnecting"
-            if event["state"] == "up":
+            if event["state"] == "up":  # (again): the server may have restarted with changes
                 asyncio.ensure_future(self.state.refresh_counts())
+                asyncio.ensure_future(self.state.refresh_catalogue())
         elif kind == "job":
             self.state.job_seen(event["job"])
             self.ctx.print(output.event_line(event))
@@ -103,9 +104,12 @@ class Shell:
             self.counts_task = asyncio.ensure_future(self.state.refresh_counts())
 
     async def poll_counts(self) -> None:
+        """The toolbar's counts every 3 s; what the server runs, for completion, now and then."""
         while True:
             await self.state.refresh_counts()
             self.invalidate()
+            if self.state.catalogue_stale():
+                await self.state.refresh_catalogue()
             await asyncio.sleep(3)
 
     def invalidate(self) -> None:
@@ -169,7 +173,8 @@ class Shell:
             return None  # several files or stdin: submitted as they are
         text = commands.read_source(paths[0]) if paths else ""
         language = args.language or commands.guess_language(paths[0] if paths else None, text)
-        lexer = PygmentsLexer(type(lexer_for(language)))
+        # an alias (jdk, rs, ...) highlights as the language the server knows it for
+        lexer = PygmentsLexer(type(lexer_for(self.state.language_of(language) or language)))
         code = await self.code_session.prompt_async(
             f"{language} code:\n", default=text, lexer=lexer)
         if not code.strip():

@@ -1,19 +1,25 @@
-"""The shell's pieces: live state + toolbar, completion of commands and job ids, key bindings."""
+"""The shell's pieces: live state + toolbar, completion of commands, job ids, languages, images
+and versions, key bindings."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable
 
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 from prompt_toolkit.key_binding import KeyBindings
 
+from server.runtimes import version_key, version_matches
+
 from .client import EventStream, OrqError
-from .registry import COMMANDS, Context
+from .commands import guess_language
+from .registry import COMMANDS, Command, Context
 
 TAKES_JOB_ID = ("get job", "logs", "cancel", "wait")
 HELP_WORD, EXIT_WORDS = "help", ("exit", "quit")  # the shell's own words (completion: not "quit")
 MAX_IDS = 200
+LANGUAGE_FLAGS = ("--language", "-l")
 
 
 class ShellState:
@@ -25,6 +31,10 @@ class ShellState:
         self.connection = "connecting"
         self.user = "anonymous"
         self.job_ids: list[int] = []  # newest first
+        self.runtimes: list[dict] = []  # GET /runtimes, for completion
+        self.images: list[str] = []  # GET /images' names
+        self.catalogue_at: float | None = None  # time.monotonic() of the last answer
+        self.catalogue_ttl = 60.0  # seconds before it is asked again
 
     def refresh_user(self) -> None:
         uid = self.ctx.profile.get("uid")
@@ -54,6 +64,28 @@ class ShellState:
         for job in jobs:
             self.job_seen(job)
 
+    def catalogue_stale(self) -> bool:
+        return self.catalogue_at is None or time.monotonic() - self.catalogue_at > self.catalogue_ttl
+
+    async def refresh_catalogue(self) -> None:
+        """What the server runs (its images, runtimes): completion reads it from here."""
+        client = self.ctx.client()
+        try:
+            runtimes, images = await asyncio.gather(asyncio.to_thread(client.runtimes),
+                                                    asyncio.to_thread(client.images))
+        except OrqError:
+            return
+        self.runtimes = [r for r in runtimes if isinstance(r, dict) and "language" in r]
+        self.images = [i["name"] for i in images if isinstance(i, dict) and "name" in i]
+        self.catalogue_at = time.monotonic()
+
+    def language_of(self, name: str) -> str | None:
+        """The runtime a language name or alias means (case as the server ignores it)."""
+        for runtime in self.runtimes:
+            if name.lower() in (runtime["language"], *runtime.get("aliases", ())):
+                return runtime["language"]
+        return None
+
     def toolbar(self) -> str:
         return (f" {self.ctx.server} | {self.user} | waiting {self.counts['waiting']}"
                 f" running {self.counts['running']} | {self.connection}")
@@ -80,17 +112,60 @@ class ShellCompleter(Completer):
         if not done:
             return heads
         if done == ["get"]:
-            return ["jobs", "job"]
+            return [name.split()[1] for name in COMMANDS if name.startswith("get ")]
         name = " ".join(done[:2]) if done[0] == "get" else done[0]
         cmd = COMMANDS.get(name)
         if cmd is None:
             return []
+        if name == "submit" and done[-1] in (*LANGUAGE_FLAGS, "--image", "--version"):
+            return self.runtime_choices(cmd, done)
         if current.startswith("-"):
             flags = [f for flags, _ in cmd.arguments for f in flags if f.startswith("-")]
             return [*flags, "--output", "--server"]
         if name in TAKES_JOB_ID and len(done) == len(name.split()):
             return [str(i) for i in self.state.job_ids]
         return []
+
+    def runtime_choices(self, cmd: Command, done: list[str]) -> list[str]:
+        """Values of submit's --language, --image and --version, each narrowed by the
+        others given on the line (the language also guessed from the FILE, as submit does)."""
+        options, files = parsed(cmd, done[1:-1])
+        image = options.get("--image")
+        in_image = [r for r in self.state.runtimes if image is None or r["image"] == image]
+        flag = done[-1]
+        if flag in LANGUAGE_FLAGS:
+            return sorted({n for r in in_image for n in (r["language"], *r.get("aliases", ()))})
+        given = next((options[f] for f in LANGUAGE_FLAGS if f in options), None)
+        language = self.state.language_of(given or guess_language(files[0] if files else None, ""))
+        if flag == "--image":
+            if not (given or files):  # --language may come next: every image
+                return list(self.state.images)
+            version = options.get("--version")
+            return [name for name in self.state.images if any(
+                r["image"] == name and r["language"] == language
+                and (version is None or version_matches(r["version"], version))
+                for r in self.state.runtimes)]
+        versions = {r["version"] for r in in_image if r["language"] == language}
+        return sorted(versions, key=version_key, reverse=True)
+
+
+def parsed(cmd: Command, words: list[str]) -> tuple[dict[str, str], list[str]]:
+    """A command line's option values (by the flag as typed) and its positional words."""
+    takes_value = {flag for flags, kwargs in cmd.arguments if kwargs.get("action") is None
+                   for flag in flags if flag.startswith("-")} | {"--server", "-o", "--output"}
+    options: dict[str, str] = {}
+    positional: list[str] = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word in takes_value and i + 1 < len(words):
+            options[word] = words[i + 1]
+            i += 2
+            continue
+        if not word.startswith("-"):
+            positional.append(word)
+        i += 1
+    return options, positional
 
 
 def key_bindings() -> KeyBindings:

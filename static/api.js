@@ -67,6 +67,8 @@ export class Api {
   submit(job) { return this.request('POST', 'jobs', { body: job }).then((r) => r.data); }
   job(id) { return this.request('GET', `jobs/${id}`).then((r) => r.data); }
   cancel(id) { return this.request('DELETE', `jobs/${id}`).then((r) => r.data); }
+  runtimes() { return this.request('GET', 'runtimes').then((r) => r.data); }
+  images() { return this.request('GET', 'images').then((r) => r.data); }
 
   /** One page of jobs, newest first; ``more`` is true when the server has older ones. */
   async jobs({ status, uid, limit, before }) {

@@ -2,13 +2,23 @@
 
 import { Api, EventStream } from './api.js';
 import { makeEditor } from './editor.js';
+import { Highlighter } from './highlight.js';
 import { JobsTable } from './jobs.js';
 import { JobView } from './jobview.js';
+import { RuntimeChoice } from './runtimes.js';
+import { STARTERS } from './starters.js';
 import { $, formError } from './util.js';
 
 const SESSION_KEY = 'orq.session';
+// answers that mean the server's images or runtimes changed since the form was filled
+const CATALOGUE_ERRORS = new Set(['unknown_language', 'unknown_version', 'unknown_image',
+  'runtime_not_in_image']);
 const api = new Api();
-const state = { mode: null, session: null, stream: null };
+// starter: the starter program last put in the editor (its code is untouched while equal);
+// files: the other files of a multi-file job being run again (the editor holds the first)
+const state = { mode: null, session: null, stream: null, starter: null, files: null };
+const highlighter = new Highlighter($('code'), $('code-hl'));
+const choice = new RuntimeChoice({ api, onLanguage: languageChanged });
 
 const table = new JobsTable({
   api,
@@ -70,7 +80,7 @@ function showSignIn(message) {
   $('register-button').hidden = open;
   $('signin-hint').textContent = open
     ? 'This server runs in open mode: enter the user id to act as, no password needed.'
-    : 'Run short Python or Bash scripts and watch them live. New here? Pick a numeric user id '
+    : 'Run short programs and watch them live. New here? Pick a numeric user id '
       + 'and a password, then press Create account.';
   formError('signin-error', message);
   $('uid').focus();
@@ -134,6 +144,7 @@ function showDashboard() {
   table.setViewer(uid, state.mode === 'open' || isAdmin);
   connect();
   table.firstPage();
+  choice.load();
   if (location.hash) route();
 }
 
@@ -143,7 +154,7 @@ function connect() {
     token: state.session.token,
     onEvent: onEvent,
     onState: showConnection,
-    onReconnect: () => { table.reload(); if (view.jobId) view.open(view.jobId); },
+    onReconnect: () => { table.reload(); choice.load(); if (view.jobId) view.open(view.jobId); },
     // a socket refused for an expired or revoked token looks like any lost connection:
     // one cheap REST call tells them apart (a 401 signs out)
     onLost: () => { if (state.session?.token) api.jobs({ limit: 1 }).catch(() => {}); },
@@ -175,6 +186,39 @@ function showConnection(status, seconds) {
   conn.title = status === 'live' ? 'Receiving live updates from the server' : '';
 }
 
+// -- the editor: language, highlighting, starter programs, attached files -----------------
+
+function setCode(text) {
+  $('code').value = text;
+  highlighter.render();
+}
+
+/** A new language: highlight it, and swap the starter program if the code is still one. */
+function languageChanged(language) {
+  highlighter.setLanguage(language);
+  const code = $('code').value;
+  if (!state.files && (!code.trim() || code === state.starter) && STARTERS[language]) {
+    state.starter = STARTERS[language];
+    setCode(state.starter);
+  }
+}
+
+function attachFiles(files, jobId) {
+  state.files = files && files.length > 1 ? { entry: files[0].name, rest: files.slice(1) } : null;
+  $('code-files').hidden = !state.files;
+  if (state.files) {
+    $('code-files-text').textContent = `The editor holds ${state.files.entry}, the entry point; `
+      + `${state.files.rest.map((f) => f.name).join(', ')} from job #${jobId} go along with it.`;
+  }
+}
+
+/** The program's fields: ``code``, or ``files`` when a multi-file job is being run again. */
+function program() {
+  const code = $('code').value;
+  if (!state.files) return { code };
+  return { files: [{ name: state.files.entry, content: code }, ...state.files.rest] };
+}
+
 // -- submit -----------------------------------------------------------------------------
 
 function numberField(id) {
@@ -193,13 +237,13 @@ async function submit() {
   try {
     const body = {
       uid: state.session.uid,
-      code: $('code').value,
+      ...program(),
       input: $('input').value,
-      language: $('language').value,
+      ...choice.body(),
       timeout: numberField('timeout'),
       memory_mb: numberField('memory'),
     };
-    if (!body.code.trim()) throw new Error('Write some code to run first.');
+    if (!$('code').value.trim()) throw new Error('Write some code to run first.');
     run.disabled = true;
     $('submit-note').textContent = 'Submitting…';
     const { job_id: jobId } = await api.submit(body);
@@ -208,19 +252,24 @@ async function submit() {
   } catch (err) {
     $('submit-note').textContent = '';
     formError('submit-error', err.message);
+    if (CATALOGUE_ERRORS.has(err.code)) choice.load(); // show what the server offers now
   } finally {
     run.disabled = false;
   }
 }
 
 function prefill(job) {
-  $('code').value = job.code ?? '';
+  state.starter = null;
+  attachFiles(job.files, job.job_id);
+  choice.set({ language: job.language || 'python', version: job.version, image: job.image });
+  setCode(job.files && job.files.length ? job.files[0].content : job.code ?? '');
   $('input').value = job.input ?? '';
-  $('language').value = job.language || 'python';
   const limits = job.limits || {};
   $('timeout').value = limits.timeout_s ?? '';
   $('memory').value = limits.memory_mb ?? '';
-  $('submit-note').textContent = `Form filled from job #${job.job_id}. Edit it or press Run.`;
+  const missing = choice.value.language !== (job.language || 'python');
+  $('submit-note').textContent = `Form filled from job #${job.job_id}. Edit it or press Run.`
+    + (missing ? ` This server no longer offers its language (${job.language}).` : '');
   formError('submit-error', null);
   $('code').focus();
   $('code').setSelectionRange(0, 0);
@@ -249,6 +298,11 @@ $('toast-close').addEventListener('click', () => toast(null));
 window.addEventListener('hashchange', route);
 window.addEventListener('popstate', route);
 makeEditor($('code'), { onRun: submit });
+$('code-files-drop').addEventListener('click', () => { attachFiles(null); $('code').focus(); });
+document.addEventListener('visibilitychange', () => {
+  if (document.visibilityState === 'visible' && state.session && !$('dashboard').hidden) choice.load();
+});
+languageChanged(choice.value.language);
 $('input').addEventListener('keydown', (ev) => {
   if (ev.key === 'Enter' && (ev.ctrlKey || ev.metaKey)) { ev.preventDefault(); submit(); }
 });

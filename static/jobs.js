@@ -164,7 +164,10 @@ export class JobsTable {
     const cells = tr.children;
     cells[1].replaceChildren(statusBadge(job.status));
     cells[2].textContent = job.uid;
-    cells[3].textContent = job.language || 'python';
+    const elsewhere = job.image && job.image !== 'host';
+    cells[3].textContent = elsewhere ? `${job.language}@${job.image}` : job.language || 'python';
+    cells[3].title = [job.language, job.version, job.image && `in ${job.image}`].filter(Boolean)
+      .join(' ');
     cells[4].textContent = job.backend || 'local';
     cells[5].textContent = job.exit_code ?? (job.error ? '—' : '');
     cells[6].textContent = job.duration_ms == null ? '' : formatDuration(job.duration_ms);

@@ -1,8 +1,10 @@
-// The job view: a dialog with one job's status, timings, limits, output (live
-// while it runs, from ``output`` events), and Cancel / Run again.
+// The job view: a dialog with one job's status, runtime, timings, limits, usage, compile
+// step, output (live while it runs, from ``output`` events), its files, and Cancel / Run again.
 
+import { highlightInto } from './highlight.js';
+import { languageName, shortDigest } from './runtimes.js';
 import {
-  $, FINAL, describeError, el, formError, formatDuration, formatLimits, formatTime, formatUsage,
+  $, FINAL, describeError, el, formError, formatDuration, formatKib, formatLimits, formatTime,
   isNewer, statusBadge,
 } from './util.js';
 
@@ -55,7 +57,7 @@ export class JobView {
   merge(job, fromDetail) {
     const current = this.job.status ? this.job : null;
     if (isNewer(job, current)) this.job = { ...this.job, ...job };
-    else if (fromDetail) this.job = { ...this.job, code: job.code, input: job.input };
+    else if (fromDetail) this.job = { ...this.job, code: job.code, input: job.input, files: job.files };
     else return;
     this.render();
   }
@@ -84,37 +86,77 @@ export class JobView {
     $('jv-again').disabled = job.code === undefined;
     $('jv-stdout-live').hidden = job.status !== 'RUNNING';
     this.renderMeta(job);
+    this.renderCompile(job.compile);
     this.renderStreams(job, final);
-    $('jv-source').hidden = job.code === undefined;
-    $('jv-code').textContent = job.code ?? '';
-    $('jv-input').textContent = job.input || '(no input)';
+    this.renderSource(job);
   }
 
   renderMeta(job) {
+    const usage = job.usage || {};
     const rows = [
       ['Status', job.status || 'Loading…'],
       ['Exit code', job.exit_code ?? '—'],
       ['Error reason', describeError(job.error)],
-      ['Language', job.language],
+      ['Language', job.language && languageName(job.language)],
+      ['Version', job.version],
+      ['Image', imageText(job), job.image_digest],
       ['Backend', job.backend],
       ['User', job.uid],
       ['Submitted', formatTime(job.created_at)],
       ['Started', formatTime(job.started_at)],
       ['Finished', formatTime(job.finished_at)],
       ['Duration', formatDuration(job.duration_ms)],
+      ['CPU time', usage.cpu_ms == null ? null : formatDuration(usage.cpu_ms)],
+      ['Peak memory', usage.max_rss_kb == null ? null : formatKib(usage.max_rss_kb)],
       ['Limits', formatLimits(job.limits)],
-      ['Usage', formatUsage(job.usage)],
+      ['Files', job.files && job.files.length > 1 ? job.files.map((f) => f.name).join(', ') : null],
       ['Attempts', job.attempts > 1 ? job.attempts : null],
       ['Output', job.truncated ? 'Truncated (hit the output limit)' : null],
     ];
     const items = [];
-    for (const [name, value] of rows) {
+    for (const [name, value, title] of rows) {
       if (value === null || value === undefined || value === '') continue;
-      const dd = el('dd', { text: String(value) });
+      const dd = el('dd', { text: String(value), ...(title && { title }) });
       dd.dataset.field = name.toLowerCase().replace(/ /g, '-');
-      items.push(el('div', name === 'Limits' ? { class: 'wide' } : {}, el('dt', { text: name }), dd));
+      const wide = ['Limits', 'Image', 'Files'].includes(name);
+      items.push(el('div', wide ? { class: 'wide' } : {}, el('dt', { text: name }), dd));
     }
     $('jv-meta').replaceChildren(...items);
+  }
+
+  renderCompile(compile) {
+    $('jv-compile').hidden = !compile;
+    if (!compile) return;
+    const outcome = compile.exit_code === 0 ? 'Compiled'
+      : compile.exit_code === null ? 'Did not finish' : `Failed with exit code ${compile.exit_code}`;
+    const took = `${compile.cached ? 'took' : 'in'} ${formatDuration(compile.duration_ms)}`;
+    $('jv-compile-summary').textContent = compile.cached
+      ? `${outcome} before (it ${took}); this run reused the result.` : `${outcome} ${took}.`;
+    $('jv-compile-cached').hidden = !compile.cached;
+    const out = $('jv-compile-out');
+    out.textContent = compile.output || '(no messages)';
+    out.classList.toggle('placeholder', !compile.output);
+    out.classList.toggle('err', compile.exit_code !== 0 && Boolean(compile.output));
+  }
+
+  renderSource(job) {
+    $('jv-source').hidden = job.code === undefined;
+    const shown = this.shownSource;
+    if (shown && ['job_id', 'code', 'files', 'input', 'language'].every((k) => shown[k] === job[k])) {
+      return; // unchanged: no need to highlight it again
+    }
+    this.shownSource = job;
+    const files = job.files && job.files.length ? job.files : [{ name: null, content: job.code ?? '' }];
+    $('jv-source-summary').textContent = files.length > 1 ? 'Files and input' : 'Code and input';
+    const items = files.map((file, i) => {
+      const pre = el('pre', { class: 'out hl' });
+      highlightInto(pre, file.content, job.language);
+      const title = file.name ? `${file.name}${i === 0 && files.length > 1 ? ' (entry point)' : ''}`
+        : 'Code';
+      return [el('h3', { text: title, ...(file.name && { class: 'file-name' }) }), pre];
+    });
+    $('jv-files').replaceChildren(...items.flat());
+    $('jv-input').textContent = job.input || '(no input)';
   }
 
   renderStreams(job, final) {
@@ -157,4 +199,10 @@ export class JobView {
     this.dialog.close();
     this.onRunAgain(job);
   }
+}
+
+function imageText(job) {
+  if (!job.image) return null;
+  const digest = shortDigest(job.image_digest);
+  return digest && digest !== job.image ? `${job.image} · ${digest}` : job.image;
 }

@@ -50,6 +50,13 @@ export function formatDuration(ms) {
   return `${Math.floor(s / 60)} min ${s % 60} s`;
 }
 
+/** KiB as people read memory sizes: "812 KB", "23.4 MB". */
+export function formatKib(kib) {
+  if (kib < 1024) return `${kib} KB`;
+  const mb = kib / 1024;
+  return mb < 100 ? `${mb.toFixed(1)} MB` : `${Math.round(mb)} MB`;
+}
+
 export function formatLimits(limits) {
   if (!limits) return '—';
   const parts = [];
@@ -59,18 +66,13 @@ export function formatLimits(limits) {
   return parts.join(' · ');
 }
 
-export function formatUsage(usage) {
-  if (!usage) return null;
-  const mb = usage.max_rss_kb / 1024;
-  return `${usage.cpu_ms} ms CPU · ${mb < 10 ? mb.toFixed(1) : Math.round(mb)} MB peak memory`;
-}
-
 const REASONS = {
   timeout: 'Timed out (the time limit was reached)',
   memory: 'Ran out of memory (the memory limit was reached)',
   output_limit: 'Wrote more output than allowed',
   cancelled: 'Cancelled',
   interrupted: 'Interrupted twice by a server restart',
+  compile: 'Did not compile (see the compiler\'s messages)',
 };
 
 export function describeError(error) {

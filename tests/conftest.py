@@ -216,6 +216,44 @@ def auth_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def langs_server(tmp_path_factory):
+    """A shared --auth open server with the image "langs" (every runtime; built once, cached)."""
+    from images_support import LANGS, copy_data_dir, debian_template
+    data = copy_data_dir(debian_template(*LANGS), tmp_path_factory.mktemp("langs") / "data")
+    srv = OrqServer(data, ["--auth", "open"]).start()
+    yield srv
+    srv.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (Debian's), for the dashboard tests."""
+    from dashboard_support import CHROMIUM, CHROMIUM_ARGS
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def new_page(browser):
+    """``new_page(viewport)`` -> (page, console log); contexts are closed afterwards."""
+    from dashboard_support import DESKTOP, WAIT, ConsoleLog
+    contexts = []
+
+    def make(viewport: dict = DESKTOP):
+        context = browser.new_context(viewport=viewport)
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(WAIT)
+        return page, ConsoleLog(page)
+    yield make
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture(scope="session")
 def lambda_zip(tmp_path_factory) -> Path:
     """The Lambda deployment zip, built by the real packaging code."""
     path = tmp_path_factory.mktemp("zip") / "runner.zip"

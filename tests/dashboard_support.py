@@ -1,8 +1,11 @@
-"""Helpers for the dashboard tests: a browser page that records console errors, and a
-reverse proxy that mounts orq under a path prefix (HTTP and WebSocket), as deployments do."""
+"""Helpers for the dashboard tests: the browser fixtures, signing in and running from the
+form, a page that records console errors, and a reverse proxy that mounts orq under a path
+prefix (HTTP and WebSocket), as deployments do."""
 from __future__ import annotations
 
 import asyncio
+import random
+import re
 import threading
 from pathlib import Path
 
@@ -10,6 +13,7 @@ import tornado.httpclient
 import tornado.web
 import tornado.websocket
 from conftest import REPO, free_port
+from playwright.sync_api import expect
 
 ARTIFACTS = REPO / "test-artifacts" / "dashboard"
 CHROMIUM = "/usr/bin/chromium"
@@ -36,6 +40,58 @@ def screenshot(page, name: str, full_page: bool = False) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=full_page)
     return path
+
+
+# -- the browser, and what a person does in it ------------------------------------------
+
+PASSWORD = "password-123"
+WAIT = 45_000  # ms: a generous bound for a noisy shared 2-core machine
+expect.set_options(timeout=WAIT)
+# a page navigation watcher: records every status a row shows, and survives only if
+# the page is never reloaded
+WATCH_ROWS = """() => {
+  window.__seen = [];
+  new MutationObserver(() => {
+    for (const tr of document.querySelectorAll('#jobs-body tr')) {
+      const item = tr.dataset.jobId + ':' + tr.dataset.status;
+      if (window.__seen[window.__seen.length - 1] !== item) window.__seen.push(item);
+    }
+  }).observe(document.getElementById('jobs-body'),
+             {subtree: true, childList: true, attributes: true, characterData: true});
+}"""
+
+
+def fresh_uid() -> int:
+    return random.randint(10**6, 10**9)
+
+
+def sign_in(page, base_url: str, uid: int, password: str | None = PASSWORD,
+            register: bool = False) -> None:
+    page.goto(base_url)
+    page.get_by_label("User ID").fill(str(uid))
+    if password is not None:
+        page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Create account" if register else "Sign in").click()
+    expect(page.locator("#whoami-text")).to_contain_text(f"User {uid}")
+    expect(page.locator("#conn")).to_have_text("Live")
+
+
+def row_badge(page, job_id: int):
+    return page.locator(f'#jobs-body tr[data-job-id="{job_id}"] .badge')
+
+
+def opened_job_id(page) -> int:
+    expect(page.locator("#job-view")).to_be_visible()
+    expect(page.locator("#jv-title")).to_have_text(re.compile(r"Job #\d+"))
+    return int(page.locator("#jv-title").inner_text().split("#")[1])
+
+
+def run_from_form(page, code: str, stdin: str = "", language: str = "python") -> int:
+    page.get_by_label("Code", exact=True).fill(code)
+    page.get_by_label("Input", exact=True).fill(stdin)
+    page.get_by_label("Language").select_option(language)
+    page.get_by_role("button", name="Run").click()
+    return opened_job_id(page)
 
 
 # -- a path-prefix reverse proxy ------------------------------------------------------

@@ -1,93 +1,21 @@
 """End-to-end tests of the dashboard (/ui/) in real headless Chromium against a real server."""
 from __future__ import annotations
 
-import random
 import re
 
-import pytest
 from dashboard_support import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    DESKTOP,
+    PASSWORD,
     PHONE,
-    ConsoleLog,
+    WATCH_ROWS,
     PrefixProxy,
+    fresh_uid,
+    opened_job_id,
+    row_badge,
+    run_from_form,
     screenshot,
+    sign_in,
 )
-from playwright.sync_api import expect, sync_playwright
-
-PASSWORD = "password-123"
-WAIT = 45_000  # ms: a generous bound for a noisy shared 2-core machine
-expect.set_options(timeout=WAIT)
-# a page navigation watcher: records every status a row shows, and survives only if
-# the page is never reloaded
-WATCH_ROWS = """() => {
-  window.__seen = [];
-  new MutationObserver(() => {
-    for (const tr of document.querySelectorAll('#jobs-body tr')) {
-      const item = tr.dataset.jobId + ':' + tr.dataset.status;
-      if (window.__seen[window.__seen.length - 1] !== item) window.__seen.push(item);
-    }
-  }).observe(document.getElementById('jobs-body'),
-             {subtree: true, childList: true, attributes: true, characterData: true});
-}"""
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def new_page(browser):
-    """``new_page(viewport)`` -> (page, console log); contexts are closed afterwards."""
-    contexts = []
-
-    def make(viewport: dict = DESKTOP):
-        context = browser.new_context(viewport=viewport)
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(WAIT)
-        return page, ConsoleLog(page)
-    yield make
-    for context in contexts:
-        context.close()
-
-
-def fresh_uid() -> int:
-    return random.randint(10**6, 10**9)
-
-
-def sign_in(page, base_url: str, uid: int, password: str | None = PASSWORD,
-            register: bool = False) -> None:
-    page.goto(base_url)
-    page.get_by_label("User ID").fill(str(uid))
-    if password is not None:
-        page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Create account" if register else "Sign in").click()
-    expect(page.locator("#whoami-text")).to_contain_text(f"User {uid}")
-    expect(page.locator("#conn")).to_have_text("Live")
-
-
-def row_badge(page, job_id: int):
-    return page.locator(f'#jobs-body tr[data-job-id="{job_id}"] .badge')
-
-
-def opened_job_id(page) -> int:
-    expect(page.locator("#job-view")).to_be_visible()
-    expect(page.locator("#jv-title")).to_have_text(re.compile(r"Job #\d+"))
-    return int(page.locator("#jv-title").inner_text().split("#")[1])
-
-
-def run_from_form(page, code: str, stdin: str = "", language: str = "python") -> int:
-    page.get_by_label("Code", exact=True).fill(code)
-    page.get_by_label("Input", exact=True).fill(stdin)
-    page.get_by_label("Language").select_option(language)
-    page.get_by_role("button", name="Run").click()
-    return opened_job_id(page)
+from playwright.sync_api import expect
 
 
 def test_register_submit_and_watch_it_finish(auth_server, new_page):
@@ -126,7 +54,8 @@ def test_register_submit_and_watch_it_finish(auth_server, new_page):
     expect(page.locator('#jv-meta dd[data-field="limits"]')).to_contain_text("10 s timeout")
     expect(page.locator('#jv-meta dd[data-field="duration"]')).not_to_have_text("—")
     expect(page.locator('#jv-meta dd[data-field="backend"]')).to_have_text("local")
-    expect(page.locator('#jv-meta dd[data-field="usage"]')).to_contain_text("ms CPU")
+    expect(page.locator('#jv-meta dd[data-field="cpu-time"]')).to_have_text(re.compile(r"\d"))
+    expect(page.locator('#jv-meta dd[data-field="peak-memory"]')).to_contain_text("B")
     expect(page.locator("#jv-cancel")).to_be_hidden()
     screenshot(page, "desktop-3-job-done")
 
@@ -227,6 +156,10 @@ def test_api_errors_are_readable(auth_server, new_page):
     expect(page.locator("#signin-error")).to_have_text(f"Uid {uid} is already registered.")
 
     sign_in(page, auth_server.url + "/ui/", uid)
+    # the language choice comes from GET /runtimes (with the token): the host's three
+    expect(page.locator("#language option")).to_have_count(3)
+    assert page.locator("#language option").evaluate_all("os => os.map(o => o.value)") == [
+        "python", "bash", "sh"]
     page.get_by_text("Limits (optional)").click()
     page.get_by_label("Timeout (seconds)").fill("100000")
     page.get_by_label("Code", exact=True).fill("print(1)")
@@ -267,6 +200,9 @@ def test_open_mode_bash_and_run_again(open_server, new_page):
     assert page.get_by_label("Code", exact=True).input_value() == code
     assert page.get_by_label("Input", exact=True).input_value() == "ada"
     assert page.get_by_label("Language").input_value() == "bash"
+    # the server would pick them anyway: version and image stay on their defaults
+    assert page.get_by_label("Version").input_value() == ""
+    assert page.get_by_label("Image").input_value() == ""
     expect(page.get_by_label("Code", exact=True)).to_be_focused()
     expect(row_badge(page, job_id)).to_have_class(re.compile(r"\bs-error\b"))
     assert console.unexpected() == []

@@ -66,7 +66,8 @@ def _package_files() -> set[str]:
     """What the wheel must hold: every module, the dashboard (as server/static/) and data."""
     names = {str(p.relative_to(REPO)) for top in ("server", "shell")
              for p in (REPO / top).rglob("*.py") if "__pycache__" not in p.parts}
-    names |= {f"server/static/{p.name}" for p in (REPO / "static").iterdir() if p.is_file()}
+    names |= {f"server/static/{p.relative_to(REPO / 'static')}"
+              for p in (REPO / "static").rglob("*") if p.is_file() and "__pycache__" not in p.parts}
     return names | {"server/openapi.json"}
 
 

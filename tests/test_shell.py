@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from images_support import busybox_layout, image_cmd
 from prompt_toolkit.document import Document
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
@@ -83,10 +84,62 @@ def test_completion_of_commands_options_and_job_ids(xdg, open_server):
         return [c.text for c in completer.get_completions(Document(text), None)]
     assert words("ge") == ["get"]
     assert words("get j") == ["jobs", "job"]
+    assert words("get ") == ["jobs", "images", "runtimes", "job"]
     assert words("logs ") == ["12", "7"]
     assert words("get job 1") == ["12"]
     assert "--wait" in words("submit --w")
     assert words("frob ") == []
+
+
+def completer_words(state: ShellState):
+    completer = ShellCompleter(state)
+    return lambda text: [c.text for c in completer.get_completions(Document(text), None)]
+
+
+def test_completion_of_languages_images_and_versions(xdg, langs_server):
+    runtimes = langs_server.request("GET", "/runtimes").json
+    names = {r["language"]: [r["language"], *r["aliases"]] for r in runtimes}
+    version = {r["language"]: r["version"] for r in runtimes}  # one version each here
+
+    async def scenario() -> None:
+        async with PipeShell(langs_server) as sh:
+            state = sh.shell.state
+            await until(lambda: state.runtimes, "GET /runtimes at start")
+            words = completer_words(state)
+            assert words("submit --language ") == sorted({n for ns in names.values() for n in ns})
+            assert words("submit --language c") == ["c", "c++", "cpp", "cxx"]
+            assert words("submit -l ja") == ["java", "javascript"]
+            assert words("submit --image ") == ["host", "langs"]
+            assert words("submit --language c --image ") == ["langs"]  # only it has C
+            assert words("submit main.c --image ") == ["langs"]  # C, from the extension
+            assert words("submit --image host --language ") == sorted(
+                n for r in runtimes if r["image"] == "host" for n in names[r["language"]])
+            assert words("submit --language jdk --version ") == [version["java"]]
+            assert words("submit --wait main.rb --version ") == [version["ruby"]]  # its extension
+            assert words("submit --version ") == [version["python"]]  # submit's default
+            assert words("submit --language cobol --version ") == []
+            assert words("submit --image l") == ["langs"]
+    asyncio.run(scenario())
+
+
+def test_completion_follows_images_added_while_it_runs(xdg, server_factory, tmp_path):
+    srv = server_factory("--auth", "open")
+    layout = busybox_layout(tmp_path / "oci")
+
+    async def scenario() -> None:
+        async with PipeShell(srv) as sh:
+            state = sh.shell.state
+            await until(lambda: state.images, "GET /images at start")
+            words = completer_words(state)
+            assert words("submit --image ") == ["host"]
+            assert words("submit --language ") == ["bash", "posix", "py", "python", "python3", "sh"]
+            await asyncio.to_thread(image_cmd, srv.data_dir, "import", "busy", str(layout))
+            state.catalogue_ttl = 0.5  # instead of a minute: the shell asks again by itself
+            # (its two answers may straddle the import: the next refresh mends that)
+            await until(lambda: words("submit --image busy --language ") == ["posix", "sh"],
+                        lambda: f"the new image's runtimes, {state.runtimes}")
+            assert "busy" in words("submit --image ")
+    asyncio.run(scenario())
 
 
 def test_commands_multiline_submit_history_and_live_updates(xdg, open_server):

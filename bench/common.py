@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -219,3 +221,22 @@ def blocker_job(url: str, uid: int = 0, headers: dict | None = None) -> None:
     """Fill the one slot with a sleeping job so benchmark submissions stay WAITING."""
     request_json(url + "/jobs", "POST", {"uid": uid, "code": "import time; time.sleep(55)",
                                          "input": "", "timeout": 60}, headers)
+
+
+@contextlib.contextmanager
+def image_data(template: Path, prefix: str):
+    """A fresh data dir holding a template's image (tests/images_support.py), in a directory
+    uid 65534 may enter: the baselines run bwrap as that user, as orq does. Yields (data dir,
+    the image's root file system, the environment of a job in it, a scratch directory)."""
+    from images_support import copy_data_dir  # tests/ is on sys.path (above)
+
+    from server.backends.sandbox import image_env
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(tmp, 0o755)
+    try:
+        data = copy_data_dir(template, tmp / "data")
+        store = next((data / "images" / "store").iterdir())
+        env = image_env(json.loads((store / "image.json").read_text())["env"])
+        yield data, str(store / "rootfs"), env, tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

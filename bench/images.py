@@ -14,17 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
-import tempfile
 import time
-from pathlib import Path
 from statistics import median
 
-from common import KeepAlive, orq_server
-from images_support import DEBIAN, copy_data_dir, debian_template
+from common import KeepAlive, image_data, orq_server
+from images_support import DEBIAN, debian_template
 
-from server.backends.sandbox import Sandbox, as_unprivileged, find_bwrap, image_env
+from server.backends.sandbox import Sandbox, as_unprivileged, find_bwrap
 
 
 async def bare_bwrap(root: str, env: dict[str, str]) -> float:
@@ -74,17 +70,9 @@ async def measure(url: str, root: str, env: dict[str, str], rounds: int) -> dict
 
 
 def run(rounds: int = 200) -> list[dict]:
-    tmp = Path(tempfile.mkdtemp(prefix="orq-bench-images-"))
-    os.chmod(tmp, 0o755)  # the baseline's bwrap runs as uid 65534, as orq's does
-    try:
-        data = copy_data_dir(debian_template(*DEBIAN), tmp / "data")
-        store = next((data / "images" / "store").iterdir())
-        root = str(store / "rootfs")
-        env = image_env(json.loads((store / "image.json").read_text())["env"])
-        with orq_server(data, "open", ["--slots", "1"]).start() as orq:
-            times = asyncio.run(measure(orq.url, root, env, rounds))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    image = image_data(debian_template(*DEBIAN), "orq-bench-images-")
+    with image as (data, root, env, _), orq_server(data, "open", ["--slots", "1"]).start() as orq:
+        times = asyncio.run(measure(orq.url, root, env, rounds))
     p50 = {k: 1000 * median(v) for k, v in times.items()}
     ratio = p50["image"] / p50["bwrap"]
     return [

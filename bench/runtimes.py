@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 from statistics import median
 
-from common import KeepAlive, orq_server
-from images_support import LANGS, copy_data_dir, debian_template
+from common import KeepAlive, image_data, orq_server
+from images_support import LANGS, debian_template
 from runtime_programs import HELLO, PROGRAMS
 
 from server.backends.sandbox import (
@@ -32,7 +32,6 @@ from server.backends.sandbox import (
     Sandbox,
     as_unprivileged,
     find_bwrap,
-    image_env,
     memfd,
 )
 from server.runtimes import BY_LANGUAGE, command, program
@@ -115,16 +114,10 @@ async def measure(url: str, root: str, env: dict, tmp: Path, reps: int) -> dict:
 
 
 def run(reps: int = 7) -> list[dict]:
-    tmp = Path(tempfile.mkdtemp(prefix="orq-bench-runtimes-"))
-    os.chmod(tmp, 0o755)  # the baseline's bwrap runs as uid 65534, as orq's does
-    try:
-        data = copy_data_dir(debian_template(*LANGS), tmp / "data")
-        store = next((data / "images" / "store").iterdir())
-        env = image_env(json.loads((store / "image.json").read_text())["env"])
-        with orq_server(data, "open", ["--slots", "1", "--max-timeout-s", "60"]).start() as orq:
-            times = asyncio.run(measure(orq.url, str(store / "rootfs"), env, tmp, reps))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    image = image_data(debian_template(*LANGS), "orq-bench-runtimes-")
+    with image as (data, root, env, tmp), \
+            orq_server(data, "open", ["--slots", "1", "--max-timeout-s", "60"]).start() as orq:
+        times = asyncio.run(measure(orq.url, root, env, tmp, reps))
     return [row for language, t in times.items() for row in rows(language, t, reps)]
 
 

@@ -253,6 +253,15 @@ def new_page(browser):
         context.close()
 
 
+@pytest.fixture
+def fake(lambda_zip, tmp_path):
+    """A Lambda Invoke endpoint on 127.0.0.1 running the real handler (tests/lambda_fake.py)."""
+    from lambda_support import FakeLambda
+    fake = FakeLambda.start(lambda_zip, tmp_path / "fake")
+    yield fake
+    fake.stop()
+
+
 @pytest.fixture(scope="session")
 def lambda_zip(tmp_path_factory) -> Path:
     """The Lambda deployment zip, built by the real packaging code."""

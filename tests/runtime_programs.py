@@ -119,13 +119,5 @@ PROGRAMS: dict[str, dict] = {
         MULTI: [("main.sh", '. "$(dirname "$0")/lib.sh"; echo "hello $(twice 21)"\n'),
                 ("lib.sh", "twice() { echo $(( 2 * $1 )); }\n")],
     },
-    "sh": {
-        HELLO: 'read s; echo "hello $s"\n',
-        EXIT3: "exit 3\n",
-        CRASH: "set -e; false; echo unreachable\n",
-        SPIN: "while :; do :; done\n",
-        HOG: "x=0123456789; while :; do x=$x$x; done\n",
-        MULTI: [("main.sh", '. "$(dirname "$0")/lib.sh"; echo "hello $(twice 21)"\n'),
-                ("lib.sh", "twice() { echo $(( 2 * $1 )); }\n")],
-    },
 }
+PROGRAMS["sh"] = PROGRAMS["bash"]  # those are POSIX shell programs: the same for both

@@ -17,13 +17,6 @@ SLEEP = "import time\ntime.sleep({s})\nprint({n})"
 
 
 @pytest.fixture
-def fake(lambda_zip, tmp_path):
-    fake = FakeLambda.start(lambda_zip, tmp_path / "fake")
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
 def burst_server(server_factory, fake):
     def make(*flags: str):
         return server_factory("--auth", "open", "--slots", "2", "--burst", "lambda", *flags,

@@ -246,3 +246,23 @@ def test_served_document_allows_exactly_the_combinations_that_resolve(srv):
         "properties"]["image"]["enum"]
     assert {"deb", "bb", "host", None} <= set(images)
     document_allows_exactly_what_is_accepted(srv)
+
+
+def test_concurrent_builds_of_two_names(srv):
+    """Two mmdebstrap builds at once, each into its own locked work dir."""
+    results = {}
+
+    def build(name: str, package: str) -> None:
+        results[name] = image_cmd(srv.data_dir, "build", name, "--packages", package,
+                                  check=False)
+    threads = [threading.Thread(target=build, args=args)
+               for args in (("with-hello", "hello"), ("with-bc", "bc"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(p.returncode == 0 for p in results.values()), results
+    assert "==> image with-hello: probing its runtimes" in results["with-hello"].stderr
+    assert leftovers(srv) == []
+    assert run(srv, "hello", language="sh", image="with-hello")["result"] == "Hello, world!\n"
+    assert run(srv, "echo 6*7 | bc", language="sh", image="with-bc")["result"] == "42\n"

@@ -8,14 +8,7 @@ import time
 
 import pytest
 from conftest import OrqServer
-from lambda_support import FakeLambda, poll
-
-
-@pytest.fixture
-def fake(lambda_zip, tmp_path):
-    fake = FakeLambda.start(lambda_zip, tmp_path / "fake")
-    yield fake
-    fake.stop()
+from lambda_support import poll
 
 
 @pytest.fixture

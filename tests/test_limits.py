@@ -35,3 +35,12 @@ def test_process_limit_applies_to_every_job(one_slot):
     for _ in range(2):
         job = one_slot.run(code)
         assert int(job["result"]) < 64, job
+
+
+def test_jobs_in_quick_succession_never_inherit_the_last_ones_processes(one_slot):
+    """A killed task stays counted in the pids controller until it is reaped and an RCU
+    grace period passes; a cgroup handed to the next job before that refused its forks
+    (bwrap: "Can't fork for pid 1") once enough jobs had run back to back."""
+    for n in range(150):
+        job = one_slot.run(f"echo {n} $(echo $(echo nested))", language="sh")
+        assert (job["status"], job["result"]) == ("DONE", f"{n} nested\n"), job

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 log = logging.getLogger("orq.cgroups")
+REUSE_LOOKS = 4  # released cgroups checked for a settled one before a new one is made
 ROOT = Path("/sys/fs/cgroup")
 PARENT = "orq"
 WITHOUT_ENV = "_ORQ_WITHOUT_CGROUPS"  # test hook: run as where cgroups are not writable
@@ -193,6 +194,16 @@ class JobCgroup:
                 pass
         return sorted(found)
 
+    def lingering(self) -> int:
+        """Tasks of earlier jobs the pids controller still counts. A killed task leaves
+        cgroup.procs when it exits, but stays in pids.current until it is reaped and an RCU
+        grace period has passed (seconds, on some VMs): handed to the next job at once, the
+        cgroup would refuse that job's forks early (bwrap: "Can't fork for pid 1")."""
+        try:
+            return int(read_small(self.by_ctrl.get("pids", self.dirs[0]) / "pids.current"))
+        except (OSError, ValueError):
+            return 0
+
     def kill_all(self) -> bool:
         """SIGKILL every process in the group until none is left; False if some stay."""
         if self.version == 2:
@@ -289,8 +300,11 @@ class CgroupManager:
         costs more than the rest of the bookkeeping), else a new one."""
         if self.version is None:
             return None
-        while self._free:
-            cgroup = self._free.pop()
+        for _ in range(min(len(self._free), REUSE_LOOKS)):
+            cgroup = self._free.popleft()  # the one released longest ago first
+            if cgroup.lingering():
+                self._free.append(cgroup)  # not yet: another, or a new one
+                continue
             try:
                 cgroup.configure(memory_mb, cpus, pids, io_weight)
                 return cgroup

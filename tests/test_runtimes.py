@@ -40,6 +40,18 @@ def run(srv: OrqServer, language: str, program, **fields) -> dict:
     return job
 
 
+def test_compilers_and_jits_run_under_the_seccomp_filter(srv):
+    """Every test here runs under the jobs' seccomp filter (issue 16); these loops are long
+    enough for the JVM's and V8's JIT to compile them."""
+    assert srv.request("GET", "/healthz").json["seccomp"] is True
+    java = ("public class Main { public static void main(String[] a) { long s = 0;"
+            " for (int i = 0; i < 50000000; i++) s += i % 7; System.out.println(s > 0); } }")
+    node = "let s = 0; for (let i = 0; i < 50000000; i++) s += i % 7; console.log(s > 0);"
+    for language, code in (("java", java), ("javascript", node)):
+        job = run(srv, language, code, timeout=20)
+        assert (job["status"], job["result"]) == ("DONE", "true\n"), job
+
+
 def test_every_runtime_is_listed_with_its_version(srv):
     runtimes = {r["language"]: r for r in srv.request("GET", "/runtimes").json
                 if r["image"] == IMAGE}

@@ -7,7 +7,7 @@ import json
 from . import package_files
 from .backends.base import Envelope
 from .config import Config
-from .runtimes import BY_LANGUAGE, Runtime, version_matches
+from .runtimes import BY_LANGUAGE, Runtime
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 # (JobRequest field, what it counts, the smallest value server/jobs.py resolve_limits takes,
@@ -92,20 +92,31 @@ def _combination(language: str, versions: list[str] | None, have: list[Runtime],
                  image: list[str] | None) -> dict | None:
     """The requests for ``language`` (with ``image``: in one of those images; without: no
     image) whose version, if ``versions`` is given, none of ``have`` provides; None if none."""
-    names = _names(language) + ([None] if language == "python" else [])  # the default
-    required = [] if language == "python" else ["language"]
-    props = {"language": _choice(names),
-             "image": _choice(image) if image else _choice([None])}
+    required, props = _asking_for(language)
+    props["image"] = _choice(image or [None])
     if image:
         required.append("image")
     if versions is not None:
-        good = {p for r in have for p in _prefixes(r.version)}
-        bad = [v for v in versions if v not in good]
+        bad = _unmatched(versions, [r.version for r in have])
         if not bad:
             return None
         props["version"] = _choice(bad)
         required.append("version")
     return {"required": required, "properties": props}
+
+
+def _asking_for(language: str) -> tuple[list[str], dict]:
+    """(required, properties) of the requests for ``language``: its name or an alias, or
+    none at all for python (the default)."""
+    if language == "python":
+        return [], {"language": _choice([*_names(language), None])}
+    return ["language"], {"language": _choice(_names(language))}
+
+
+def _unmatched(versions: list[str], have: list[str]) -> list[str]:
+    """The version prefixes that select none of ``have``."""
+    good = {p for version in have for p in _prefixes(version)}
+    return [v for v in versions if v not in good]
 
 
 def _choice(values: list) -> dict:
@@ -147,16 +158,14 @@ def _refused_when_pinned(pin: dict, config: Config, runtimes: tuple[Runtime, ...
         out.append({"required": ["backend", "image"],
                     "properties": {**pin, "image": _choice(other_images)}})
     for language in lacking:
-        names = _names(language) + ([None] if language == "python" else [])
-        out.append({"required": ["backend"] + ([] if language == "python" else ["language"]),
-                    "properties": {**pin, "language": _choice(names)}})
+        required, props = _asking_for(language)
+        out.append({"required": ["backend", *required], "properties": {**pin, **props}})
     for language, have in has.items():
-        bad = [v for v in versions if not any(version_matches(h, v) for h in have)]
+        bad = _unmatched(versions, list(have))
         if bad and language in BY_LANGUAGE:
-            names = _names(language) + ([None] if language == "python" else [])
-            need = ["backend", "version"] + ([] if language == "python" else ["language"])
-            out.append({"required": need, "properties": {
-                **pin, "language": _choice(names), "version": _choice(bad)}})
+            required, props = _asking_for(language)
+            out.append({"required": ["backend", "version", *required],
+                        "properties": {**pin, **props, "version": _choice(bad)}})
     for field, most, default in (("timeout", reach.max_timeout_s, config.timeout_s),
                                  ("memory_mb", reach.max_memory_mb, config.memory_mb)):
         if most is None:

@@ -295,7 +295,7 @@ class JobService:
             self.queue.push(uid, job_id, kind, front=True)  # no longer a burst job
             return
         try:
-            root, env = self._image(job["image_digest"])
+            root, env = self._image(job["image_digest"], job["language"])
         except FileNotFoundError as exc:
             reason = str(exc)
         if reason is not None:
@@ -331,11 +331,11 @@ class JobService:
         fields = {**result, "result": result.get("stdout", ""), "finished_at": timeutil.now()}
         await self._finish_durably(job_id, status, fields)
 
-    def _image(self, digest: str) -> tuple[str | None, tuple]:
+    def _image(self, digest: str, language: str) -> tuple[str | None, tuple]:
         """Where the sandbox finds a job's image and what environment it has there."""
         if digest == HOST or self.catalog is None:
             return None, ()
-        return self.catalog.rootfs(digest), tuple(self.catalog.env(digest).items())
+        return self.catalog.rootfs(digest), tuple(self.catalog.env(digest, language).items())
 
     async def _started(self, job_id: int, name: str) -> bool:
         job = await self.store.mark_running(job_id, timeutil.now(), backend=name)

@@ -26,7 +26,7 @@ class JobSpec:
     image_digest: str = "host"
     files: tuple[tuple[str, str], ...] = ()
     # where the sandbox finds the image's root file system (None: the host's system) and the
-    # environment a job sees there (empty: the host's default)
+    # environment a job sees there: the image's and its recipe's (empty: the host's default)
     root: str | None = None
     env: tuple[tuple[str, str], ...] = ()
 

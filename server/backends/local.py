@@ -11,6 +11,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import package_files
 from ..runner import core
 from ..runtimes import BY_LANGUAGE, Recipe, command, host_recipes, program
 from . import seccomp
@@ -78,7 +79,7 @@ def read_usage(fd: int) -> dict[str, int] | None:
 
 @functools.cache
 def _report_usage_source() -> str:
-    return (Path(core.__file__).parent / "report_usage.py").read_text()
+    return package_files.read(package_files.RUNNER, "report_usage.py").decode()
 
 
 def usage_argv(python: str, fd: int | None) -> list[str]:
@@ -291,11 +292,8 @@ class LocalBackend(Backend):
             os.set_blocking(usage_r, False)
         # the rlimits are set on bwrap itself (lowering needs no privilege) and inherited by
         # everything in the sandbox: an image need not have prlimit(1)
-        env = dict(spec.env) or None
-        if spec.root is not None and BY_LANGUAGE[spec.language].env:
-            env = {**(env or {}), **dict(BY_LANGUAGE[spec.language].env)}
         argv = (rlimit_argv(self.prlimit, spec, self.config, cgroup is not None)
-                + self.sandbox.argv(fds, env, root=spec.root, binds=binds)
+                + self.sandbox.argv(fds, dict(spec.env) or None, root=spec.root, binds=binds)
                 + (rlimit_argv(self.prlimit, spec, self.config, cgroup is not None, inside=True)
                    if spec.root is None else [])
                 + usage_argv(self.config.python, fds.get("usage")) + command)

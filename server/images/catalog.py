@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..backends.probe import probe
 from ..backends.sandbox import Sandbox, image_env
-from ..runtimes import HOST, PROBES_KEY, Runtime, RuntimeIndex
+from ..runtimes import BY_LANGUAGE, HOST, PROBES_KEY, Runtime, RuntimeIndex
 from ..store import ImageRows
 from .store import ImageFiles
 
@@ -87,6 +87,7 @@ class ImageCatalog:
         return str(path)
 
     @functools.lru_cache(maxsize=256)  # noqa: B019 - one catalogue per process; digests never change
-    def env(self, digest: str) -> dict[str, str]:
-        """The environment of a job in that image."""
-        return image_env(self.files.env(digest))
+    def env(self, digest: str, language: str) -> dict[str, str]:
+        """The environment of a job in that image: the image's, then its recipe's (e.g. Go's
+        caches in /tmp)."""
+        return {**image_env(self.files.env(digest)), **dict(BY_LANGUAGE[language].env)}

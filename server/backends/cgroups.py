@@ -9,9 +9,9 @@ import collections
 import itertools
 import logging
 import os
-import signal
-import time
 from pathlib import Path
+
+from . import reaper
 
 log = logging.getLogger("orq.cgroups")
 REUSE_LOOKS = 4  # released cgroups checked for a settled one before a new one is made
@@ -205,35 +205,17 @@ class JobCgroup:
             return 0
 
     def kill_all(self) -> bool:
-        """SIGKILL every process in the group until none is left; False if some stay."""
-        if self.version == 2:
-            _write(self.dirs[0] / "cgroup.kill", "1")
-        for _ in range(100):
-            pids = self.pids()
-            if not pids:
-                return True
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.005)
-        return False
+        """SIGKILL every process in the group until none is left (the same loop the start-up
+        clean-up and the reaper use); False if some stay."""
+        reaper.kill_tree(self.dirs)
+        return not self.pids()
 
     def remove(self) -> None:
         self.kill_all()
         if self._peak_fd is not None:
             os.close(self._peak_fd)
             self._peak_fd = None
-        for d in self.dirs:
-            for _ in range(50):
-                try:
-                    d.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.01)
+        reaper.remove_tree(self.dirs)
 
 
 class CgroupManager:

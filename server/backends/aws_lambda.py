@@ -98,6 +98,7 @@ class LambdaBackend(Backend):
         self._active: set[int] = set()
         self._cancelled: set[int] = set()
         self.function_conf: dict = {}  # the function's configuration (GetFunction)
+        self._reach = Envelope(())  # what it can run (see _know)
         self._refresher: asyncio.Task | None = None
         self._refresh_now = asyncio.Event()
 
@@ -112,30 +113,38 @@ class LambdaBackend(Backend):
                 "timeout_s": conf.get("Timeout"), "state": conf.get("State")}
 
     def refuses(self, needs: Needs) -> str | None:
-        conf, fn = self.function_conf, f"the Lambda function {self.function}"
-        versions = [r["version"] for r in self.runtimes if r["language"] == needs.language]
+        reach, fn = self._reach, f"the Lambda function {self.function}"
+        versions = dict(reach.languages).get(needs.language)
         if not versions:
-            have = ", ".join(r["language"] for r in self.runtimes)
+            have = ", ".join(lang for lang, _ in reach.languages)
             return f"{fn} runs {have}, not {needs.language}"
         if needs.version is not None and not any(version_matches(v, needs.version)
                                                  for v in versions):
             return f"{fn} has {needs.language} {', '.join(versions)}, not {needs.version}"
         if needs.image != "host" or needs.multi_file:
             return f"{fn} runs one code file in the host image only"
-        if "Timeout" in conf and needs.timeout_s + DEADLINE_MARGIN_S + SETUP_S > conf["Timeout"]:
-            most = conf["Timeout"] - DEADLINE_MARGIN_S - SETUP_S
-            return f"{fn} runs jobs of at most {most:g} s (its timeout is {conf['Timeout']} s)"
-        if "MemorySize" in conf and needs.memory_mb + RESERVED_MB > conf["MemorySize"]:
-            return (f"{fn} runs jobs of at most {conf['MemorySize'] - RESERVED_MB} MB "
+        conf = self.function_conf
+        if reach.max_timeout_s is not None and needs.timeout_s > reach.max_timeout_s:
+            return (f"{fn} runs jobs of at most {reach.max_timeout_s:g} s (its timeout is "
+                    f"{conf['Timeout']} s)")
+        if reach.max_memory_mb is not None and needs.memory_mb > reach.max_memory_mb:
+            return (f"{fn} runs jobs of at most {reach.max_memory_mb} MB "
                     f"(its memory is {conf['MemorySize']} MB)")
         return None
 
     def envelope(self) -> Envelope:
-        conf = self.function_conf
+        return self._reach
+
+    def _know(self, conf: dict, runtimes: list[dict] | None = None) -> None:
+        """Take in the function's configuration (and the runtimes it reported): what it
+        can run, for ``refuses`` and the OpenAPI document."""
+        self.function_conf = conf
+        if runtimes is not None:
+            self.runtimes = runtimes
         languages: dict[str, list[str]] = {}
         for runtime in self.runtimes:
             languages.setdefault(runtime["language"], []).append(runtime["version"])
-        return Envelope(
+        self._reach = Envelope(
             tuple((lang, tuple(versions)) for lang, versions in languages.items()),
             conf["Timeout"] - DEADLINE_MARGIN_S - SETUP_S if "Timeout" in conf else None,
             conf["MemorySize"] - RESERVED_MB if "MemorySize" in conf else None)
@@ -150,13 +159,13 @@ class LambdaBackend(Backend):
             self._client = await in_thread(self._make_client)
         except BotoCoreError as exc:
             raise BackendUnavailable(f"AWS configuration: {exc}") from exc
-        conf = self.function_conf = await in_thread(self._check_function)
+        conf = await in_thread(self._check_function)
         state = conf.get("State", "Active")
         if state == "Failed":
             raise BackendUnavailable(
                 f"Lambda function {self.function} is Failed ({conf.get('StateReason')}): "
                 f"redeploy it with scripts/deploy.sh lambda --function-name {self.function}")
-        self.runtimes = await in_thread(self._probe, conf)
+        self._know(conf, await in_thread(self._probe, conf))
         log.info("lambda backend ready: function %s in %s (%s, %s MB, %s s), %d at once",
                  self.function, self.region, state, conf.get("MemorySize"),
                  conf.get("Timeout"), self.capacity)
@@ -177,7 +186,7 @@ class LambdaBackend(Backend):
                 log.warning("cannot re-read the Lambda function's configuration: %s", exc)
                 continue
             changed = _limits(conf) != _limits(self.function_conf)
-            self.function_conf = conf
+            self._know(conf)
             if changed:
                 log.info("Lambda function %s now has %s MB and %s s", self.function,
                          conf.get("MemorySize"), conf.get("Timeout"))

@@ -81,7 +81,7 @@ def run(rounds: int = 200) -> list[dict]:
          "baseline_value": f"{p50['bwrap']:.1f} ms", "value": f"{p50['image']:.1f} ms",
          "ratio": ratio, "target": "<= 1.5x", "met": ratio <= 1.5,
          "detail": f"{rounds} rounds, alternating; orq adds {p50['image'] - p50['bwrap']:.1f} "
-                   "ms (HTTP, three durable writes, cgroup, prlimit, supervision)"},
+                   "ms (HTTP, four database round trips, cgroup, prlimit, supervision)"},
         {"figure": "cold start in an image vs in host: `echo hi` (sh, both cold)",
          "baseline": "the same job in host", "baseline_value": f"{p50['host']:.1f} ms",
          "value": f"{p50['image']:.1f} ms", "ratio": p50["image"] / p50["host"],

@@ -136,9 +136,9 @@ def test_completion_follows_images_added_while_it_runs(xdg, server_factory, tmp_
             await asyncio.to_thread(image_cmd, srv.data_dir, "import", "busy", str(layout))
             state.catalogue_ttl = 0.5  # instead of a minute: the shell asks again by itself
             # (its two answers may straddle the import: the next refresh mends that)
-            await until(lambda: words("submit --image busy --language ") == ["posix", "sh"],
-                        lambda: f"the new image's runtimes, {state.runtimes}")
-            assert "busy" in words("submit --image ")
+            await until(lambda: (words("submit --image busy --language ") == ["posix", "sh"]
+                                 and "busy" in words("submit --image ")),
+                        lambda: f"the new image and its runtimes, {state.images} {state.runtimes}")
     asyncio.run(scenario())
 
 

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from statistics import median
 
-from common import KeepAlive, image_data, orq_server
+from common import KeepAlive, as_nobody, image_data, orq_server
 from images_support import LANGS, debian_template
 from runtime_programs import HELLO, PROGRAMS
 
@@ -30,7 +30,6 @@ from server.backends.sandbox import (
     NOBODY,
     PASSWD,
     Sandbox,
-    as_unprivileged,
     find_bwrap,
     memfd,
 )
@@ -54,7 +53,7 @@ async def sandboxed(root: str, env: dict, files: list, argv: list[str],
     try:
         proc = await asyncio.create_subprocess_exec(
             *bwrap, *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, pass_fds=list(fds.values()), **as_unprivileged())
+            stderr=asyncio.subprocess.STDOUT, pass_fds=list(fds.values()), **as_nobody())
     finally:
         for fd in fds.values():
             os.close(fd)

@@ -82,7 +82,7 @@ _OPTIONS: dict[str, tuple[type, str]] = {
     "max_pids": (int, "processes a job may have at once"),
     "python": (str, "python interpreter used for jobs"),
     "bash": (str, "bash used for jobs"),
-    "warm": (bool, "use warm sandboxed runners for python jobs"),
+    "warm": (bool, "warm runners for python jobs, sandboxes started ahead in images"),
     "compile_timeout_s": (float, "wall limit of a compile step in seconds"),
     "compile_cache_mb": (int, "size of the compile cache under the data dir"),
     "seccomp": (bool, "a seccomp filter on every job (turn it off only to measure it)"),

@@ -20,6 +20,9 @@ from images_support import (
     image_cmd,
     oci_archive,
 )
+from reliability_support import process_tree
+from reliability_support import wait_gone as wait_all_gone
+from test_crash import wait_until
 from test_hostile import wait_gone
 from test_openapi import document_allows_exactly_what_is_accepted
 from test_ws import connect
@@ -145,6 +148,57 @@ def test_long_running_command_streams_and_stops_on_cancel(srv):
     assert job["status"] == "CANCELLED"
     ws.close()
     assert wait_gone("sleep 0.3", timeout=5) == []
+
+
+def prestarted(srv: OrqServer) -> int:
+    return srv.request("GET", "/healthz").json["prestarted"]
+
+
+def test_jobs_like_the_last_one_run_on_a_sandbox_set_up_ahead(srv, layouts):
+    """After a job in an image, a sandbox for the next job like it (same image, environment,
+    command and limits) is set up and parked; that job only writes its program and runs.
+    It sees exactly what a cold job sees, and nothing of the job before it."""
+    code = "head -c4 /job/main.sh; echo; ls -A /job /tmp; cat; echo $$ >/tmp/mine; id -u; exit 3"
+    first = run(srv, code, language="sh", image="bb", input="in-1\n")
+    before = prestarted(srv)
+    for n in range(2, 5):
+        job = run(srv, code, language="sh", image="bb", input=f"in-{n}\n")
+        assert job["exit_code"] == 3 and job["error"] is None, job
+        assert job["result"] == first["result"].replace("in-1", f"in-{n}"), (first, job)
+    assert job["result"].splitlines() == ["head", "/job:", "main.sh", "", "/tmp:", "in-4", "65534"]
+    assert prestarted(srv) >= before + 2  # one may still be on its way when the next comes
+    # other limits (a longer timeout sets another RLIMIT_CPU) are another kind of job
+    other = run(srv, "ulimit -t", language="sh", image="bb", timeout=17)
+    assert other["result"] == "19\n", other  # the timeout + 2 s, as on a cold start
+    # a root removed and made again with the same content is another directory: the job
+    # runs on the new one, never on a sandbox still holding the removed one
+    image_cmd(srv.data_dir, "import", "again", str(layouts["other"]))
+    assert run(srv, "cat /etc/marker", language="sh", image="again")["result"] == "marker two\n"
+    run(srv, "cat /etc/marker", language="sh", image="again")
+    image_cmd(srv.data_dir, "rm", "again")
+    image_cmd(srv.data_dir, "import", "again", str(layouts["other"]))
+    job = run(srv, "cat /etc/marker", language="sh", image="again")
+    assert job["result"] == "marker two\n", job
+    image_cmd(srv.data_dir, "rm", "again")
+
+
+def test_a_stop_ends_the_sandboxes_started_ahead(tmp_path, layouts):
+    """A sandbox parked for the next job is the server's like any other: a stop ends it and
+    removes its scratch directory; nothing is left running or on disk."""
+    data = tmp_path / "data"
+    image_cmd(data, "import", "bb", str(layouts["layout"]))
+    server = OrqServer(data, ["--auth", "open"]).start()
+    try:
+        run(server, "echo hi", language="sh", image="bb")
+        scratch = data / "cache" / "tmp"
+        assert wait_until(lambda: [p.name[:4] for p in scratch.iterdir()] == ["job-"], 10)
+        tree = process_tree(server.proc.pid)
+        assert any("/job/main.sh" in cmd for cmd in tree.values()), tree  # parked for sh
+        assert server.stop() == 0
+        assert wait_all_gone(tree, 5) == {}, "a stop left processes"
+        assert list(scratch.iterdir()) == []
+    finally:
+        server.kill()
 
 
 def test_server_sees_images_come_and_go_and_jobs_keep_their_digest(srv, layouts):

@@ -19,6 +19,7 @@ from .base import Backend, BackendError, BackendUnavailable, JobSpec, RunHooks
 from .cgroups import CgroupManager, JobCgroup
 from .compile import CompileCache, Compiler
 from .ownership import Ownership
+from .prestart import Parked, PrestartPool, stage_dir
 from .probe import probe
 from .procs import read_info, spawn
 from .sandbox import (
@@ -26,11 +27,11 @@ from .sandbox import (
     PASSWD,
     Sandbox,
     SandboxUnavailable,
-    as_unprivileged,
     find_bwrap,
     interpreter_prefixes,
     memfd,
     self_test,
+    unprivileged,
 )
 from .supervise import KILL_GRACE_S, STOP_WAIT_S, Run, supervise, tracked
 from .view import shared_dir
@@ -53,6 +54,10 @@ class ColdRun(Run):
     job's rusage comes through ``usage_fd`` (see runner/report_usage.py)."""
     proc: asyncio.subprocess.Process
     usage_fd: int | None = None
+
+    @property
+    def streams(self) -> tuple:
+        return self.proc.stdin, self.proc.stdout, self.proc.stderr
 
     def sigkill(self) -> None:
         core.kill_group(self.proc)
@@ -112,6 +117,9 @@ class LocalBackend(Backend):
                              config.compile_cache_mb * 1024 * 1024)
         self.compiler = Compiler(cache, self._contained, config.compile_timeout_s)
         self.seccomp: bytes | None = None  # the jobs' filter (BPF), unless --seccomp false
+        # sandboxes started ahead for jobs in images (with --warm, like the warm runners)
+        self.prestart = (PrestartPool(self._park, self._retire, config.slots + SPARE_RUNNERS)
+                         if config.warm else None)
 
     @property
     def capacity(self) -> int:
@@ -176,6 +184,8 @@ class LocalBackend(Backend):
             await asyncio.wait(waits, timeout=STOP_WAIT_S)
             for wait in waits:
                 wait.cancel()
+        if self.prestart is not None:
+            await self.prestart.stop()
         if self.warm is not None:
             await self.warm.stop()
         if self._cleanups:
@@ -190,6 +200,7 @@ class LocalBackend(Backend):
         warm = self.warm is not None and not self.warm.disabled
         return {**super().info(), "cgroup": self.cgroups.version, "running": len(self._runs),
                 "warm": warm, "warm_replaced": self.warm.replaced if self.warm else 0,
+                "prestarted": self.prestart.used if self.prestart else 0,
                 "seccomp": self.seccomp is not None}
 
     async def cancel(self, job_id: int) -> None:
@@ -209,9 +220,12 @@ class LocalBackend(Backend):
                 return result
             self._check_stopping()  # no cold start for a job the warm pool gave back
         files, recipe = self.program(spec)
-        if spec.root is None or not recipe.compiled:
-            return await self._contained(spec, hooks, files, self.command(spec, files))
-        return await self._compile_and_run(spec, hooks, files, recipe)
+        if spec.root is not None and recipe.compiled:
+            return await self._compile_and_run(spec, hooks, files, recipe)
+        command = self.command(spec, files)
+        if spec.root is not None and self.prestart is not None:
+            return await self._in_image(spec, hooks, files, command)
+        return await self._contained(spec, hooks, files, command)
 
     async def _compile_and_run(self, spec: JobSpec, hooks: RunHooks,
                                files: list[tuple[str, str]], recipe: Recipe) -> dict:
@@ -250,6 +264,70 @@ class LocalBackend(Backend):
             if cgroup is not None:  # emptied (the job's processes are SIGKILLed) and reused
                 self._release_later(cgroup)
 
+    async def _in_image(self, spec: JobSpec, hooks: RunHooks, files: list[tuple[str, str]],
+                        command: list[str]) -> dict:
+        """A job in an image: on a sandbox parked for jobs like it, else cold; either way
+        the next job like it finds one parked (see prestart.py)."""
+        try:  # a root removed and made again (same digest, same path) is another directory
+            made = os.stat(spec.root)
+        except OSError:
+            return await self._contained(spec, hooks, files, command)
+        key = (spec.root, made.st_ino, made.st_ctime_ns, spec.env, tuple(command),
+               spec.memory_mb, spec.cpus, spec.io_weight, spec.timeout_s)
+        parked = await self.prestart.take(key)
+        if parked is None:
+            try:
+                return await self._contained(spec, hooks, files, command)
+            finally:
+                if not self._stopping:
+                    self.prestart.want(key, spec, command)
+        run = parked.run
+        try:
+            with tracked(self._runs, spec.job_id, run):
+                try:
+                    parked.write(files)
+                except OSError as exc:
+                    raise BackendError(f"cannot write the program: {exc}") from exc
+                self._check_stopping()
+                parked.go()
+                return await supervise(run, spec, hooks, run.streams, run.exit_code)
+        finally:
+            self._retire(parked)
+            if not self._stopping:
+                self.prestart.want(key, spec, command)
+
+    async def _park(self, spec: JobSpec, command: list[str]) -> Parked:
+        """A sandbox for jobs like ``spec`` running ``command``, set up and in its cgroup,
+        waiting on its block fd."""
+        self._check_stopping()
+        stage = stage_dir(self.compiler.cache.tmp)
+        cgroup = self.cgroups.acquire(spec.memory_mb, spec.cpus, self.config.max_pids,
+                                      spec.io_weight)
+        try:
+            run, info_r, block_w = await self._launch(
+                spec, cgroup, {}, command, ((self.compiler.cache.reach(stage), "/job", False),))
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            if cgroup is not None:
+                self._release_later(cgroup)
+            raise
+        parked = Parked(run, block_w, stage)
+        try:
+            await self._release(run, info_r, block_w, go=False)
+        except BaseException:
+            self._retire(parked)
+            raise
+        return parked
+
+    def _retire(self, parked: Parked) -> None:
+        """A parked sandbox's end, whether it ran a job or not: its processes killed, its
+        cgroup emptied and reused, its scratch directory removed."""
+        if parked.alive():
+            core.kill_group(parked.run.proc)
+        parked.close()
+        if parked.run.cgroup is not None:
+            self._release_later(parked.run.cgroup)
+
     def _release_later(self, cgroup: JobCgroup) -> None:
         """Wait for a finished job's processes to be gone off the critical path."""
         task = asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(
@@ -279,6 +357,20 @@ class LocalBackend(Backend):
                    files: list[tuple[str, str]], command: list[str], binds: tuple) -> dict:
         fds = {f"/job/{name}": memfd("source", content.encode("utf-8", "surrogatepass"))
                for name, content in files}
+        run, info_r, block_w = await self._launch(spec, cgroup, fds, command, binds)
+        try:
+            with tracked(self._runs, spec.job_id, run):
+                await self._release(run, info_r, block_w)
+                return await supervise(run, spec, hooks, run.streams, run.exit_code)
+        finally:
+            if run.usage_fd is not None:  # the sandbox failed, or never exited
+                os.close(run.usage_fd)
+
+    async def _launch(self, spec: JobSpec, cgroup: JobCgroup | None, fds: dict[str, int],
+                      command: list[str], binds: tuple) -> tuple[ColdRun, int, int]:
+        """Start bwrap for ``command``; it sets up the sandbox and waits on its block fd.
+        Returns the run, the info fd to read and the block fd to write (``_release``).
+        ``fds`` (the program's files) are closed here."""
         fds.update(passwd=memfd("passwd", PASSWD.encode()), group=memfd("group", GROUP.encode()))
         if self.seccomp:
             fds["seccomp"] = memfd("seccomp", self.seccomp)
@@ -292,16 +384,17 @@ class LocalBackend(Backend):
             os.set_blocking(usage_r, False)
         # the rlimits are set on bwrap itself (lowering needs no privilege) and inherited by
         # everything in the sandbox: an image need not have prlimit(1)
-        argv = (rlimit_argv(self.prlimit, spec, self.config, cgroup is not None)
-                + self.sandbox.argv(fds, dict(spec.env) or None, root=spec.root, binds=binds)
-                + (rlimit_argv(self.prlimit, spec, self.config, cgroup is not None, inside=True)
-                   if spec.root is None else [])
-                + usage_argv(self.config.python, fds.get("usage")) + command)
+        argv, launch = unprivileged(
+            rlimit_argv(self.prlimit, spec, self.config, cgroup is not None)
+            + self.sandbox.argv(fds, dict(spec.env) or None, root=spec.root, binds=binds)
+            + (rlimit_argv(self.prlimit, spec, self.config, cgroup is not None, inside=True)
+               if spec.root is None else [])
+            + usage_argv(self.config.python, fds.get("usage")) + command)
         try:
             proc = await spawn(
                 *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, pass_fds=list(fds.values()),
-                start_new_session=True, **as_unprivileged())
+                start_new_session=True, **launch)
         except BaseException as exc:
             os.close(info_r)
             os.close(block_w)
@@ -313,18 +406,11 @@ class LocalBackend(Backend):
         finally:
             for fd in fds.values():
                 os.close(fd)
-        run = ColdRun(cgroup, proc, usage_r)
-        try:
-            with tracked(self._runs, spec.job_id, run):
-                await self._release(run, spec, info_r, block_w)
-                return await supervise(run, spec, hooks,
-                                       (proc.stdin, proc.stdout, proc.stderr), run.exit_code)
-        finally:
-            if run.usage_fd is not None:  # the sandbox failed, or never exited
-                os.close(run.usage_fd)
+        return ColdRun(cgroup, proc, usage_r), info_r, block_w
 
-    async def _release(self, run: ColdRun, spec: JobSpec, info_r: int, block_w: int) -> None:
-        """Put the sandboxed child into its cgroup and rlimits, then let it run the job."""
+    async def _release(self, run: ColdRun, info_r: int, block_w: int, go: bool = True) -> None:
+        """Put the sandboxed child into its cgroup, then (``go``) let it run the job; without
+        ``go`` the block fd stays open for a parked sandbox."""
         loop = asyncio.get_running_loop()
         try:
             info = await read_info(info_r, INFO_TIMEOUT_S)
@@ -332,7 +418,8 @@ class LocalBackend(Backend):
             if run.cgroup is not None:  # a v1 migration may wait for an RCU grace period
                 await loop.run_in_executor(None, run.cgroup.add, child)
             self._check_stopping()  # stop() may have come while this job was on its way
-            os.write(block_w, b"go")
+            if go:
+                os.write(block_w, b"go")
         except (OSError, ValueError, KeyError, TimeoutError, BackendError) as exc:
             run.kill(core.INTERRUPTED)
             await asyncio.wait([asyncio.ensure_future(run.proc.wait())], timeout=KILL_GRACE_S)
@@ -346,7 +433,8 @@ class LocalBackend(Backend):
                                f"{stderr.decode(errors='replace').strip() or exc}") from exc
         finally:
             os.close(info_r)
-            os.close(block_w)
+            if go:
+                os.close(block_w)
 
 
 def rlimit_argv(prlimit: str | None, spec: JobSpec, config, with_cgroup: bool,

@@ -7,7 +7,7 @@ import os
 import subprocess
 
 from ..runtimes import RECIPES, Recipe, parse_version
-from .sandbox import GROUP, PASSWD, Sandbox, as_unprivileged, memfd
+from .sandbox import GROUP, PASSWD, Sandbox, memfd, unprivileged
 
 log = logging.getLogger("orq.images")
 PROBE_TIMEOUT_S = 60.0  # a JVM's first start on a cold page cache takes a while
@@ -18,9 +18,10 @@ def run_in(sandbox: Sandbox, root: str | None, argv: list[str], env: dict[str, s
     """Run a trusted command (a probe) in a fresh sandbox on ``root`` (None: the host)."""
     fds = {"passwd": memfd("passwd", PASSWD.encode()), "group": memfd("group", GROUP.encode())}
     try:
-        return subprocess.run(sandbox.argv(fds, env, root=root) + argv, capture_output=True,
-                              timeout=timeout, pass_fds=list(fds.values()),
-                              start_new_session=True, check=False, **as_unprivileged())
+        argv, launch = unprivileged(sandbox.argv(fds, env, root=root) + argv)
+        return subprocess.run(argv, capture_output=True, timeout=timeout,
+                              pass_fds=list(fds.values()), start_new_session=True, check=False,
+                              **launch)
     finally:
         for fd in fds.values():
             os.close(fd)

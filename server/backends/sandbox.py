@@ -157,21 +157,36 @@ def find_bwrap() -> str:
 LAUNCH_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 
 
-def as_unprivileged() -> dict:
-    """subprocess arguments that start bwrap as nobody, with none of the server's environment."""
+@functools.cache
+def _setpriv() -> str | None:
+    return shutil.which("setpriv", path="/usr/bin:/bin")
+
+
+def unprivileged(argv: list[str]) -> tuple[list[str], dict]:
+    """``argv`` and the subprocess arguments that start it as nobody, with none of the
+    server's environment. A root server switches user with setpriv(1) (util-linux) in front
+    of the command instead of in the forked child: Python can then start it with vfork,
+    while a child that must change its uid is a full fork, which copies the server's page
+    tables with the event loop waiting (measured: 3.8 ms against 0.6 ms in a 100 MB process,
+    and 4.3 against 2.7 ms to the command's end)."""
+    env = {"env": dict(LAUNCH_ENV)}
     if os.geteuid() != 0:
-        return {"env": dict(LAUNCH_ENV)}
-    return {"user": NOBODY, "group": NOBODY, "extra_groups": [], "env": dict(LAUNCH_ENV)}
+        return argv, env
+    if _setpriv() is None:
+        return argv, {"user": NOBODY, "group": NOBODY, "extra_groups": [], **env}
+    return [_setpriv(), f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--",
+            *argv], env
 
 
 def self_test(sandbox: Sandbox, python: str, fds: dict[str, int] | None = None) -> None:
     """Start one sandbox for real (with ``fds`` as in ``Sandbox.argv``); raise
     SandboxUnavailable with the reason if it fails."""
     fds = fds or {}
-    argv = sandbox.argv(fds) + [python, "-c", "import socket,sys; sys.stdout.write('ok')"]
+    argv, launch = unprivileged(
+        sandbox.argv(fds) + [python, "-c", "import socket,sys; sys.stdout.write('ok')"])
     try:
         proc = subprocess.run(argv, check=False, capture_output=True, timeout=30,
-                              pass_fds=list(fds.values()), **as_unprivileged())
+                              pass_fds=list(fds.values()), **launch)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise SandboxUnavailable(f"bubblewrap could not start a sandbox ({exc}): {FIX_HINT}")
     if proc.returncode != 0 or proc.stdout != b"ok":

@@ -23,7 +23,7 @@ from ..runner import core
 from .base import JobSpec, RunHooks
 from .cgroups import CgroupManager, JobCgroup, read_small
 from .procs import read_info, spawn
-from .sandbox import GROUP, PASSWD, Sandbox, as_unprivileged, memfd
+from .sandbox import GROUP, PASSWD, Sandbox, memfd, unprivileged
 from .supervise import STOP_WAIT_S, Run, supervise, tracked
 
 log = logging.getLogger("orq.warm")
@@ -126,13 +126,14 @@ class WarmRunner:
         if filters:
             fds["seccomp"] = memfd("seccomp", filters[0])
             fds[JOB_FILTER] = memfd("job-seccomp", filters[1])
-        argv = runner_argv(sandbox, fds) + [python, "-u", "/job/warm.py", str(theirs.fileno()),
-                                            str(tmp_size), *([JOB_FILTER] if filters else [])]
+        argv, launch = unprivileged(
+            runner_argv(sandbox, fds) + [python, "-u", "/job/warm.py", str(theirs.fileno()),
+                                         str(tmp_size), *([JOB_FILTER] if filters else [])])
         try:
             proc = await spawn(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE, pass_fds=[*fds.values(), theirs.fileno()],
-                start_new_session=True, **as_unprivileged())
+                start_new_session=True, **launch)
         except BaseException:
             os.close(info_r)
             ours.close()

@@ -177,6 +177,8 @@ class LocalBackend(Backend):
         """Kill every job (they run again after a restart) and the warm runners, within
         about STOP_WAIT_S; a job on its way to a sandbox sees the flag and does not start."""
         self._stopping = True
+        if self.prestart is not None:  # first: no sandbox is parked for a job from now on
+            await self.prestart.stop()
         for run in list(self._runs.values()):
             run.kill(core.INTERRUPTED)
         waits = [asyncio.ensure_future(run.done.wait()) for run in self._runs.values()]
@@ -184,8 +186,6 @@ class LocalBackend(Backend):
             await asyncio.wait(waits, timeout=STOP_WAIT_S)
             for wait in waits:
                 wait.cancel()
-        if self.prestart is not None:
-            await self.prestart.stop()
         if self.warm is not None:
             await self.warm.stop()
         if self._cleanups:

@@ -223,16 +223,6 @@ def blocker_job(url: str, uid: int = 0, headers: dict | None = None) -> None:
                                          "input": "", "timeout": 60}, headers)
 
 
-def as_nobody() -> dict:
-    """subprocess arguments for a baseline's bwrap: the sandbox user (uid 65534) switched to
-    in the forked child, the plain way (this small process forks fast; orq, a bigger one,
-    puts setpriv(1) in front instead, see server/backends/sandbox.py), and none of our
-    environment."""
-    from server.backends.sandbox import LAUNCH_ENV, NOBODY
-    if os.geteuid() != 0:
-        return {"env": dict(LAUNCH_ENV)}
-    return {"user": NOBODY, "group": NOBODY, "extra_groups": [], "env": dict(LAUNCH_ENV)}
-
 
 @contextlib.contextmanager
 def image_data(template: Path, prefix: str):

@@ -21,10 +21,10 @@ import json
 import time
 from statistics import median
 
-from common import KeepAlive, as_nobody, image_data, orq_server
+from common import KeepAlive, image_data, orq_server
 from images_support import DEBIAN, debian_template
 
-from server.backends.sandbox import Sandbox, find_bwrap
+from server.backends.sandbox import Sandbox, as_nobody, find_bwrap
 
 PAUSE_S = 0.03  # between measurements: a client sending one job at a time, not back to back
 

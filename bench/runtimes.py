@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from statistics import median
 
-from common import KeepAlive, as_nobody, image_data, orq_server
+from common import KeepAlive, image_data, orq_server
 from images_support import LANGS, debian_template
 from runtime_programs import HELLO, PROGRAMS
 
@@ -30,6 +30,7 @@ from server.backends.sandbox import (
     NOBODY,
     PASSWD,
     Sandbox,
+    as_nobody,
     find_bwrap,
     memfd,
 )

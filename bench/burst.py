@@ -31,7 +31,7 @@ import urllib.request
 from pathlib import Path
 
 from common import REPO, KeepAlive, machine_cpu_s, orq_server
-from e2e import count_status, submit_all
+from e2e import all_done, submit_all
 
 CODE = "import time\ntime.sleep(0.5)"
 SLOTS, CONCURRENCY, LATENCY_S, JOB_S = 2, 200, 0.05, 0.5
@@ -115,9 +115,7 @@ async def through_orq(server, count: int) -> dict:
     ids = await submit_all(server.url, count, code=CODE, uids=1)
     await sampler
     wall = samples[-1][0] - began
-    counts = count_status(server.url, ids)
-    if counts.get("DONE") != count:
-        raise RuntimeError(f"not every job ended DONE: {counts}")
+    await all_done(server.url, ids)
     peak = max(s[1] for s in samples)
     full = [s for s in samples if s[1] >= peak * 0.95]  # while (nearly) the most were out
     window = full[-1][0] - full[0][0] if len(full) >= 2 else 0.0

@@ -174,6 +174,14 @@ class KeepAlive:
             self.writer.close()
         self.reader = self.writer = None
 
+    async def wait_job(self, fields: dict) -> tuple[float, int, dict]:
+        """One job submitted with ``?wait=true``: the seconds until its answer, the HTTP
+        status and the job."""
+        start = time.monotonic()
+        status, data = await self.request("POST", "/jobs?wait=true", json.dumps(fields).encode(),
+                                          {"Content-Type": "application/json"})
+        return time.monotonic() - start, status, json.loads(data)
+
 
 def machine_cpu_s() -> float:
     """Busy CPU seconds of the whole machine so far (every core; idle and iowait excluded)."""

@@ -87,19 +87,24 @@ def count_status(url: str, job_ids: list[int]) -> dict[str, int]:
     return dict(Counter(job["status"] for job in jobs if job["job_id"] in wanted))
 
 
+async def all_done(url: str, job_ids: list[int]) -> None:
+    """Raise unless every job ended DONE; /healthz said idle, and the store must agree
+    within a few seconds."""
+    counts = count_status(url, job_ids)
+    for _ in range(100):
+        if counts.get("DONE") == len(job_ids):
+            return
+        await asyncio.sleep(0.1)
+        counts = count_status(url, job_ids)
+    raise RuntimeError(f"not every job ended DONE: {counts}")
+
+
 async def orq_run(url: str, count: int) -> float:
     start = time.monotonic()
     job_ids = await submit_all(url, count)
     await wait_idle(url)
     elapsed = time.monotonic() - start
-    counts = count_status(url, job_ids)
-    for _ in range(100):  # /healthz said idle; the store must agree within a few seconds
-        if counts.get("DONE") == count:
-            break
-        await asyncio.sleep(0.1)
-        counts = count_status(url, job_ids)
-    if counts.get("DONE") != count:
-        raise RuntimeError(f"not every job ended DONE: {counts}")
+    await all_done(url, job_ids)
     return elapsed
 
 

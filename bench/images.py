@@ -44,12 +44,7 @@ async def bare_bwrap(root: str, env: dict[str, str]) -> float:
 
 async def orq_job(conn: KeepAlive, code: str, **fields) -> float:
     """Seconds for one job submitted with ?wait=true over a kept-alive connection."""
-    body = json.dumps({"uid": 1, "code": code, "input": "", **fields}).encode()
-    start = time.monotonic()
-    status, data = await conn.request("POST", "/jobs?wait=true", body,
-                                      {"Content-Type": "application/json"})
-    took = time.monotonic() - start
-    job = json.loads(data)
+    took, status, job = await conn.wait_job({"uid": 1, "code": code, "input": "", **fields})
     assert status == 200 and job["status"] == "DONE" and job["result"] in ("hi\n", "1\n"), job
     return took
 

@@ -81,12 +81,9 @@ async def bare(root: str, env: dict, language: str, code: str, tmp: Path) -> flo
 
 
 async def orq_job(conn: KeepAlive, language: str, code: str) -> tuple[float, dict]:
-    body = json.dumps({"uid": 1, "code": code, "input": "world\n", "language": language,
-                       "image": LANGS[0], "timeout": 30}).encode()
-    start = time.monotonic()
-    status, data = await conn.request("POST", "/jobs?wait=true", body,
-                                      {"Content-Type": "application/json"})
-    took, job = time.monotonic() - start, json.loads(data)
+    took, status, job = await conn.wait_job({"uid": 1, "code": code, "input": "world\n",
+                                             "language": language, "image": LANGS[0],
+                                             "timeout": 30})
     assert status == 200 and job["result"] == "hello world\n", job
     return took, job
 

@@ -156,19 +156,19 @@ async def build(config: Config, backend: Backend | None = None) -> App:
     backend = backend or make_backend(config)
     burst = make_backend(config, config.burst) if config.burst != "none" else None
     started: list[Backend] = []
-    try:
+    try:  # a start that fails half way stops what it started (warm runners, sandboxes...)
         for each in (backend, burst):
             if each is not None:
                 await each.start()
                 started.append(each)
+        catalog = await open_catalog(config, db, backend)
+        jobs = JobService(config, store, bus, backend, burst, catalog)
+        await jobs.recover()
     except BaseException:
         for each in started:
             await each.stop()
         await db.close()
         raise
-    catalog = await open_catalog(config, db, backend)
-    jobs = JobService(config, store, bus, backend, burst, catalog)
-    await jobs.recover()
     return App(config, db, store, auth, bus, backend, jobs, catalog)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import random
 from dataclasses import dataclass
@@ -94,6 +95,7 @@ class JobService:
         """Requeue what a previous run left unfinished (SPEC section 1: never lost)."""
         for row in await self.store.unfinished():
             job_id, uid, status = row["job_id"], row["uid"], row["status"]
+            self.unfinished[uid] += 1  # counted before a _finish below releases it
             pin = row["backend"] if row["pinned"] else None
             if pin is not None and pin not in self.backends:
                 await self._finish(job_id, "ERROR", {"error": f"backend: it asked for {pin}, "
@@ -109,7 +111,6 @@ class JobService:
             needs = Needs(row["language"], limits["timeout_s"], limits["memory_mb"],
                           row["image"], row["multi_file"], row["version"])
             self.queue.push(uid, job_id, (pin, needs))
-            self.unfinished[uid] += 1
         self._schedule()
 
     async def close(self) -> None:
@@ -221,9 +222,11 @@ class JobService:
 
     def _schedule(self) -> None:
         for name, backend in self.backends.items():
+            # once per kind and pass: each pop looks at every waiting user's kinds
+            fits = functools.cache(lambda kind, n=name: self._fits(kind, n))
             while (not self._closing and self.busy[name] < backend.capacity
                    and not self._is_held(name)):
-                nxt = self.queue.pop(lambda kind, n=name: self._fits(kind, n))
+                nxt = self.queue.pop(fits)
                 if nxt is None:
                     break
                 self._start(*nxt, name)

@@ -27,7 +27,7 @@ async def reprobe(rows: ImageRows, files: ImageFiles, shared: Path, sandbox: San
     for image in await rows.all():
         if image["probed"] == PROBES_KEY:
             continue
-        root = shared / "images" / "store" / image["digest"].removeprefix("sha256:") / "rootfs"
+        root = ImageFiles(shared).path(image["digest"]) / "rootfs"
         runtimes = await loop.run_in_executor(None, probe, sandbox, str(root),
                                               image_env(files.env(image["digest"])))
         await rows.set_runtimes(image["name"], image["digest"], runtimes, PROBES_KEY)
@@ -45,25 +45,28 @@ class ImageCatalog:
 
     def __init__(self, rows: ImageRows, files: ImageFiles, shared: Path,
                  host_runtimes: list[dict], started_at: str, with_images: bool = True) -> None:
-        self.rows, self.files, self.shared = rows, files, shared
+        self.rows, self.files = rows, files
+        self.reachable = ImageFiles(shared)  # the same store, as the sandbox reaches it
         self.host = {"name": HOST, "digest": HOST, "size_bytes": 0, "created_at": started_at,
                      "source": "the server's own system", "runtimes": host_runtimes}
         self.with_images = with_images
         self._images: dict[str, dict] = {}
         self._generation: tuple | None = None
+        self._reloading = asyncio.Lock()  # callers during a reload wait for its result
         self.index = self._index()
 
     async def refresh(self) -> None:
         """Reload the catalogue if an image was added or removed since the last look (one
         stat when nothing changed)."""
-        if not self.with_images:
+        if not self.with_images or self.files.generation() == self._generation:
             return
-        generation = self.files.generation()
-        if generation == self._generation:
-            return
-        self._generation = generation  # before the read: a change during it reloads again
-        self._images = {image["name"]: image for image in await self.rows.all()}
-        self.index = self._index()
+        async with self._reloading:
+            generation = self.files.generation()  # before the read: a change during it
+            if generation == self._generation:  # reloads again
+                return
+            self._images = {image["name"]: image for image in await self.rows.all()}
+            self._generation = generation  # after it: a failed read is tried again
+            self.index = self._index()
 
     def _index(self) -> RuntimeIndex:
         runtimes = [Runtime(r["language"], r["version"], image["name"], image["digest"],
@@ -81,7 +84,7 @@ class ImageCatalog:
         the host's system); raises FileNotFoundError if that digest is gone."""
         if digest == HOST:
             return None
-        path = self.shared / "images" / "store" / digest.removeprefix("sha256:") / "rootfs"
+        path = self.reachable.path(digest) / "rootfs"
         if not path.is_dir():
             raise FileNotFoundError(f"image {digest} is no longer stored")
         return str(path)

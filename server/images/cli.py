@@ -17,7 +17,7 @@ from ..store import Database, ImageRows
 from .build import build_rootfs, check_packages
 from .catalog import public
 from .oci import pull_source, source_of, unpack
-from .store import ImageError, ImageFiles, check_name, normalize
+from .store import ImageError, ImageFiles, check_name, normalize, tree_digest
 
 # makes a root file system in a work dir: (rootfs, environment, source description)
 Maker = Callable[[Path], tuple[Path, dict[str, str], str]]
@@ -102,8 +102,9 @@ async def add_image(rows: ImageRows, files: ImageFiles, config, name: str, make:
         reachable = shared_dir(config.data_dir) / rootfs.relative_to(files.root.parent)
         runtimes = probe(sandbox, str(reachable), image_env(env))
         say(f"image {name}: hashing and storing it")
+        digest, size = tree_digest(rootfs, env)  # unlocked: a starting server need not wait
         with files.locked():
-            digest, size = files.commit(work, rootfs, env)
+            files.commit(work, rootfs, env, digest)
             await rows.put({"name": name, "digest": digest, "size_bytes": size,
                             "created_at": timeutil.now(), "source": source,
                             "runtimes": runtimes, "probed": PROBES_KEY})

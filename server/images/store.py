@@ -87,19 +87,17 @@ class ImageFiles:
             finally:
                 remove_tree(work)
 
-    def commit(self, work: Path, rootfs: Path, env: dict[str, str]) -> tuple[str, int]:
-        """Move a finished root file system into the store; returns (digest, size in bytes).
-        Call with the lock held."""
-        digest, size = tree_digest(rootfs, env)
+    def commit(self, work: Path, rootfs: Path, env: dict[str, str], digest: str) -> None:
+        """Move a finished root file system, hashed to ``digest`` by tree_digest (before the
+        lock: that reads every byte), into the store. Call with the lock held."""
         target = self.path(digest)
         if target.exists():
-            return digest, size  # the same content is already there
+            return  # the same content is already there
         staged = work / "staged"
         staged.mkdir(mode=0o755)
         rootfs.rename(staged / "rootfs")
         (staged / "image.json").write_text(json.dumps({"env": env}))
         staged.rename(target)
-        return digest, size
 
     def env(self, digest: str) -> dict[str, str]:
         try:

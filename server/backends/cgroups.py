@@ -15,6 +15,7 @@ from . import reaper
 
 log = logging.getLogger("orq.cgroups")
 REUSE_LOOKS = 4  # released cgroups checked for a settled one before a new one is made
+KILL_WAIT_S = 0.5  # a job's processes get this long to be gone after SIGKILL (as before)
 ROOT = Path("/sys/fs/cgroup")
 PARENT = "orq"
 WITHOUT_ENV = "_ORQ_WITHOUT_CGROUPS"  # test hook: run as where cgroups are not writable
@@ -206,8 +207,9 @@ class JobCgroup:
 
     def kill_all(self) -> bool:
         """SIGKILL every process in the group until none is left (the same loop the start-up
-        clean-up and the reaper use); False if some stay."""
-        reaper.kill_tree(self.dirs)
+        clean-up and the reaper use, for at most KILL_WAIT_S: a job's kill may run on the
+        event loop); False if some stay."""
+        reaper.kill_tree(self.dirs, wait_s=KILL_WAIT_S)
         return not self.pids()
 
     def remove(self) -> None:

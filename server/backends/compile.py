@@ -8,7 +8,8 @@ successful compiles are kept (a failure may be a timeout or memory limit on a bu
 
     <data dir>/cache/compile/<key>/build/   what the compiler wrote (the run's /build)
     <data dir>/cache/compile/<key>/meta.json  {"output", "duration_ms", "size"}
-    <data dir>/cache/tmp/<random>/build/    a compile in progress (owned by uid 65534)
+    <data dir>/cache/tmp/c-<random>/build/  a compile in progress (owned by uid 65534)
+    <data dir>/cache/tmp/job-<random>/      a sandbox started ahead's /job (prestart.py)
 """
 from __future__ import annotations
 
@@ -96,10 +97,16 @@ class CompileCache:
         if self.pins[key] <= 0:
             del self.pins[key]
 
+    def scratch(self, prefix: str) -> Path:
+        """A fresh directory under the cache's tmp/ (emptied at start), readable by the
+        sandbox user."""
+        path = Path(tempfile.mkdtemp(prefix=prefix, dir=self.tmp))
+        os.chmod(path, 0o755)
+        return path
+
     def workspace(self) -> Path:
         """A fresh directory whose ``build/`` the compiler (uid 65534) may write."""
-        work = Path(tempfile.mkdtemp(prefix="c-", dir=self.tmp))
-        os.chmod(work, 0o755)
+        work = self.scratch("c-")
         (work / "build").mkdir()
         os.chown(work / "build", NOBODY, NOBODY)
         return work

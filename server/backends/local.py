@@ -19,7 +19,7 @@ from .base import Backend, BackendError, BackendUnavailable, JobSpec, RunHooks
 from .cgroups import CgroupManager, JobCgroup
 from .compile import CompileCache, Compiler
 from .ownership import Ownership
-from .prestart import Parked, PrestartPool, stage_dir
+from .prestart import Parked, PrestartPool
 from .probe import probe
 from .procs import read_info, spawn
 from .sandbox import (
@@ -275,32 +275,31 @@ class LocalBackend(Backend):
         key = (spec.root, made.st_ino, made.st_ctime_ns, spec.env, tuple(command),
                spec.memory_mb, spec.cpus, spec.io_weight, spec.timeout_s)
         parked = await self.prestart.take(key)
-        if parked is None:
-            try:
-                return await self._contained(spec, hooks, files, command)
-            finally:
-                if not self._stopping:
-                    self.prestart.want(key, spec, command)
-        run = parked.run
         try:
-            with tracked(self._runs, spec.job_id, run):
+            if parked is not None:
                 try:
                     parked.write(files)
-                except OSError as exc:
-                    raise BackendError(f"cannot write the program: {exc}") from exc
-                self._check_stopping()
-                parked.go()
-                return await supervise(run, spec, hooks, run.streams, run.exit_code)
+                    self._check_stopping()
+                    parked.go()
+                except OSError as exc:  # e.g. it died meanwhile: the job has not started
+                    log.warning("a sandbox started ahead failed (%s); starting cold", exc)
+                    self._retire(parked)
+                    parked = None
+            if parked is None:
+                return await self._contained(spec, hooks, files, command)
+            with tracked(self._runs, spec.job_id, parked.run):
+                return await supervise(parked.run, spec, hooks, parked.run.streams,
+                                       parked.run.exit_code)
         finally:
-            self._retire(parked)
-            if not self._stopping:
-                self.prestart.want(key, spec, command)
+            if parked is not None:
+                self._retire(parked)
+            self.prestart.want(key, spec, command)  # (not once the pool has stopped)
 
     async def _park(self, spec: JobSpec, command: list[str]) -> Parked:
         """A sandbox for jobs like ``spec`` running ``command``, set up and in its cgroup,
         waiting on its block fd."""
         self._check_stopping()
-        stage = stage_dir(self.compiler.cache.tmp)
+        stage = self.compiler.cache.scratch("job-")
         cgroup = self.cgroups.acquire(spec.memory_mb, spec.cpus, self.config.max_pids,
                                       spec.io_weight)
         try:
@@ -382,15 +381,16 @@ class LocalBackend(Backend):
         if spec.root is None and (cgroup is None or not cgroup.measures_usage):
             usage_r, fds["usage"] = os.pipe()
             os.set_blocking(usage_r, False)
-        # the rlimits are set on bwrap itself (lowering needs no privilege) and inherited by
-        # everything in the sandbox: an image need not have prlimit(1)
-        argv, launch = unprivileged(
-            rlimit_argv(self.prlimit, spec, self.config, cgroup is not None)
-            + self.sandbox.argv(fds, dict(spec.env) or None, root=spec.root, binds=binds)
-            + (rlimit_argv(self.prlimit, spec, self.config, cgroup is not None, inside=True)
-               if spec.root is None else [])
-            + usage_argv(self.config.python, fds.get("usage")) + command)
         try:
+            # the rlimits are set on bwrap itself (lowering needs no privilege) and inherited
+            # by everything in the sandbox: an image need not have prlimit(1). (The image's
+            # binds read its root: gone, that is an OSError like a failed start.)
+            argv, launch = unprivileged(
+                rlimit_argv(self.prlimit, spec, self.config, cgroup is not None)
+                + self.sandbox.argv(fds, dict(spec.env) or None, root=spec.root, binds=binds)
+                + (rlimit_argv(self.prlimit, spec, self.config, cgroup is not None,
+                               inside=True) if spec.root is None else [])
+                + usage_argv(self.config.python, fds.get("usage")) + command)
             proc = await spawn(
                 *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, pass_fds=list(fds.values()),

@@ -15,7 +15,6 @@ import asyncio
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
@@ -63,13 +62,6 @@ class Parked:
         shutil.rmtree(self.stage, ignore_errors=True)
 
 
-def stage_dir(scratch: Path) -> Path:
-    """A fresh directory for one parked sandbox's /job (readable by the sandbox user)."""
-    path = Path(tempfile.mkdtemp(prefix="job-", dir=scratch))
-    os.chmod(path, 0o755)
-    return path
-
-
 class PrestartPool:
     """Parked sandboxes by key. ``start(*args)`` parks one (raising if it cannot); ``retire``
     disposes of one that will not run a job (kills it, releases its cgroup, closes it)."""
@@ -107,9 +99,10 @@ class PrestartPool:
         if self._stopped or key in self._idle or key in self._starting:
             return
         while len(self._idle) + len(self._starting) >= self.cap:
-            if not self._idle:
+            spare = [k for k in self._idle if k not in self._claimed]  # not one a job awaits
+            if not spare:
                 return
-            oldest = min(self._idle, key=lambda k: self._idle[k].since)
+            oldest = min(spare, key=lambda k: self._idle[k].since)
             self._retire(self._idle.pop(oldest))
         task = asyncio.ensure_future(self._park(key, args))
         self._starting[key] = task

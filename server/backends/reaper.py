@@ -32,8 +32,9 @@ def pids_in(roots: Iterable[Path]) -> set[int]:
     return found
 
 
-def kill_tree(roots: list[Path], keep: frozenset[int] = frozenset()) -> set[int]:
-    """SIGKILL every process in these subtrees but ``keep`` until none is left (or 2 s
+def kill_tree(roots: list[Path], keep: frozenset[int] = frozenset(),
+              wait_s: float = 2.0) -> set[int]:
+    """SIGKILL every process in these subtrees but ``keep`` until none is left (or ``wait_s``
     passed); returns the pids it found. v2's cgroup.kill, where there is one and nothing
     is kept, kills a whole subtree at once, so nothing there can fork away meanwhile."""
     spared = keep | {os.getpid(), 1}  # whatever got in there, never the caller or init
@@ -45,7 +46,7 @@ def kill_tree(roots: list[Path], keep: frozenset[int] = frozenset()) -> set[int]
                     f.write("1")
             except OSError:
                 pass  # cgroup v1, or a kernel older than 5.14: the loop below does it
-    deadline = time.monotonic() + 2.0
+    deadline = time.monotonic() + wait_s
     while (pids := pids_in(roots) - spared) and time.monotonic() < deadline:
         for pid in pids:
             try:

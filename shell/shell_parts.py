@@ -33,7 +33,7 @@ class ShellState:
         self.job_ids: list[int] = []  # newest first
         self.runtimes: list[dict] = []  # GET /runtimes, for completion
         self.images: list[str] = []  # GET /images' names
-        self.catalogue_at: float | None = None  # time.monotonic() of the last answer
+        self.catalogue_at: float | None = None  # time.monotonic() it was last asked for
         self.catalogue_ttl = 60.0  # seconds before it is asked again
 
     def refresh_user(self) -> None:
@@ -70,6 +70,7 @@ class ShellState:
     async def refresh_catalogue(self) -> None:
         """What the server runs (its images, runtimes): completion reads it from here."""
         client = self.ctx.client()
+        self.catalogue_at = time.monotonic()  # asked: a failure too waits for the next turn
         try:
             runtimes, images = await asyncio.gather(asyncio.to_thread(client.runtimes),
                                                     asyncio.to_thread(client.images))
@@ -77,7 +78,6 @@ class ShellState:
             return
         self.runtimes = [r for r in runtimes if isinstance(r, dict) and "language" in r]
         self.images = [i["name"] for i in images if isinstance(i, dict) and "name" in i]
-        self.catalogue_at = time.monotonic()
 
     def language_of(self, name: str) -> str | None:
         """The runtime a language name or alias means (case as the server ignores it)."""
